@@ -1,0 +1,183 @@
+"""The one seam that takes every usage record: `record(event)`.
+
+The writer stores the record, its attempts, the daily rollup and the credit
+settlement in one transaction, keyed by the gateway's request id so a replay
+never bills twice. Recording never fails a client response.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Callable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.billing import ledger
+from app.billing.money import ZERO
+from app.db import session_scope
+from app.models import ApiKey, FinalizedPeriod, UsageAttempt, UsageRecord, UsageRollup
+from app.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AttemptEvent:
+    provider: str
+    model: str
+    credential: str
+    label: str
+    outcome: str  # ok | failed
+    http_status: int | None = None
+    error_class: str = ""
+    latency_ms: int = 0
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    org_id: int
+    api_key_id: int | None
+    provider: str
+    model: str
+    credential: str  # byok | shared
+    status: str  # ok | error
+    http_status: int
+    created_at: datetime = field(default_factory=utcnow)
+    label: str = ""
+    fallback: bool = False
+    fallback_reason: str = ""
+    fallback_refused: str = ""
+    error_class: str = ""
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    tokens_source: str = "reported"  # reported | estimated | none
+    cost: Decimal | None = None  # provider list price; None when unpriced
+    cost_status: str = "priced"  # priced | unpriced | none
+    charge: Decimal = ZERO  # what the shared pool should debit (0 for BYOK)
+    reserved: Decimal = ZERO  # the reservation to release
+    price_id: int | None = None
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    attempts: list[AttemptEvent] = field(default_factory=list)
+
+
+_writer: Callable[[UsageEvent], None] | None = None
+
+
+def configure(app) -> None:
+    global _writer
+    _writer = write_now
+
+
+def set_writer(writer: Callable[[UsageEvent], None]) -> None:
+    """Swap the writer (the journaled, batched writer plugs in here)."""
+    global _writer
+    _writer = writer
+
+
+def record(event: UsageEvent) -> None:
+    """Take one usage record. Never raises into the response path."""
+    try:
+        (_writer or write_now)(event)
+    except Exception:
+        log.exception("usage record %s could not be written", event.request_id)
+
+
+def write_now(event: UsageEvent) -> None:
+    with session_scope() as session:
+        write(session, event)
+
+
+def write(session: Session, event: UsageEvent) -> bool:
+    """Store one event; returns False if its request id was already recorded (idempotent replay)."""
+    if session.scalar(select(UsageRecord.id).where(UsageRecord.request_id == event.request_id)) is not None:
+        return False
+    period = open_period(session, event.org_id, event.created_at)
+    record_row = UsageRecord(
+        request_id=event.request_id, org_id=event.org_id, api_key_id=event.api_key_id,
+        provider=event.provider, model=event.model, credential=event.credential, byok_label=event.label,
+        fallback=event.fallback, fallback_reason=event.fallback_reason, fallback_refused=event.fallback_refused,
+        status=event.status, http_status=event.http_status, error_class=event.error_class, stream=event.stream,
+        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+        cached_tokens=event.cached_tokens, cache_write_tokens=event.cache_write_tokens,
+        reasoning_tokens=event.reasoning_tokens, tokens_source=event.tokens_source, cost=event.cost,
+        cost_status=event.cost_status, charged=ZERO, price_id=event.price_id,
+        attempts_count=len(event.attempts), latency_ms=event.latency_ms, ttft_ms=event.ttft_ms,
+        billing_period=period, created_at=event.created_at,
+    )
+    record_row.attempts = [
+        UsageAttempt(seq=i, provider=a.provider, model=a.model, credential=a.credential, byok_label=a.label,
+                     http_status=a.http_status, error_class=a.error_class, outcome=a.outcome,
+                     latency_ms=a.latency_ms)
+        for i, a in enumerate(event.attempts)
+    ]
+    try:
+        with session.begin_nested():
+            session.add(record_row)
+            session.flush()
+    except IntegrityError:
+        # Another writer stored the same request id between our check and insert.
+        return False
+    if event.reserved > 0 or event.charge > 0:
+        record_row.charged = ledger.settle(session, event.org_id, event.request_id, event.reserved, event.charge)
+    add_to_rollup(session, record_row)
+    if event.api_key_id is not None:
+        _touch_key(session, event.api_key_id, event.created_at)
+    return True
+
+
+def open_period(session: Session, org_id: int, at: datetime) -> str:
+    """The month a record belongs to: its own, or the next one not yet finalized."""
+    period = f"{at.year:04d}-{at.month:02d}"
+    closed = set(session.scalars(
+        select(FinalizedPeriod.period).where(FinalizedPeriod.org_id == org_id, FinalizedPeriod.period >= period)
+    ))
+    while period in closed:
+        year, month = int(period[:4]), int(period[5:])
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        period = f"{year:04d}-{month:02d}"
+    return period
+
+
+def add_to_rollup(session: Session, r: UsageRecord) -> None:
+    """Upsert the record's counts into its rollup row, in the caller's transaction."""
+    values = dict(
+        org_id=r.org_id, day=r.created_at.date(), billing_period=r.billing_period, provider=r.provider,
+        model=r.model, credential=r.credential, api_key_id=r.api_key_id or 0, byok_label=r.byok_label,
+        fallback_reason=r.fallback_reason,
+    )
+    counts = dict(
+        requests=1, errors=int(r.status != "ok"), fallbacks=int(r.fallback),
+        unpriced_requests=int(r.cost_status == "unpriced"), prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens, cached_tokens=r.cached_tokens,
+        cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens,
+        latency_ms_total=r.latency_ms, cost=r.cost or ZERO, charged=r.charged or ZERO,
+    )
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(UsageRollup).values(**values, **counts)
+    table = UsageRollup.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(values),
+        set_={name: table.c[name] + stmt.excluded[name] for name in counts},
+    )
+    session.execute(stmt)
+
+
+def _touch_key(session: Session, api_key_id: int, at: datetime) -> None:
+    """last_used_at with minute resolution, so busy keys are not rewritten on every request."""
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == api_key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at - timedelta(minutes=1)))
+        .values(last_used_at=at)
+    )

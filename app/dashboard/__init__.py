@@ -1,0 +1,6 @@
+"""The server-rendered dashboard: one blueprint per audience."""
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    pass

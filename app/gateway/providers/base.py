@@ -1,0 +1,174 @@
+"""The provider adapter interface: translate an OpenAI request out and the provider's answer back.
+
+Adapters are pure translators. They never touch storage, billing or Flask, and
+never see more than the one request's in-memory credentials. The router drives
+them; the core never knows a wire format.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
+from app.gateway.schema import ChatRequest
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str  # never carries a credential: keys go in headers
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts in OpenAI's meaning: prompt_tokens includes cached and cache-write tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    source: str = "reported"  # reported | estimated
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+@dataclass(slots=True)
+class Completion:
+    body: dict[str, Any]  # an OpenAI chat.completion object; the gateway rewrites id and usage extras
+    usage: Usage | None
+
+
+@dataclass
+class StreamState:
+    """What a stream translation remembers between events; adapters keep their own keys in `extra`."""
+
+    model: str
+    created: int = field(default_factory=lambda: int(time.time()))
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    done: bool = False  # the provider signalled a complete end of stream
+    completion_chars: int = 0  # for estimating tokens of a stream cut short
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StreamDecoder(Protocol):
+    def feed(self, data: bytes) -> list[Any]: ...
+    def close(self) -> list[Any]: ...
+
+
+class Credentials:
+    """A BYOK or shared-pool credential held only in this request's memory.
+
+    repr/str never show a value, and it refuses to be pickled, so it cannot end
+    up in a log line, a traceback's locals rendering, or a cache by accident.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def fields(self) -> list[str]:
+        return sorted(self._values)
+
+    def __repr__(self) -> str:
+        return f"Credentials(fields={self.fields()})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("credentials cannot be serialized")
+
+
+class Provider:
+    id: ClassVar[str]
+    required_credentials: ClassVar[tuple[str, ...]] = ("api_key",)
+    optional_credentials: ClassVar[tuple[str, ...]] = ()
+    default_base_url: ClassVar[str] = ""
+
+    # -- credentials -------------------------------------------------------
+    def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
+        """Raise InvalidRequest for credentials that are present but unusable (never echoing values)."""
+
+    def shared_credentials(self, config: dict[str, Any]) -> list[Credentials]:
+        """The platform's own keys for this provider: GATEWAY_<ID>_SHARED_API_KEY, comma-separated."""
+        raw = config.get(f"GATEWAY_{self.id.upper()}_SHARED_API_KEY", "")
+        return [Credentials({"api_key": k.strip()}) for k in raw.split(",") if k.strip()]
+
+    def authorize(self, creds: Credentials, deadline: float) -> Credentials:
+        """Turn credentials into what requests need (e.g. a token exchange before `deadline`, a
+        time.monotonic() value); default: as they are. Whatever is derived lives only in the result."""
+        return creds
+
+    # -- request -----------------------------------------------------------
+    def build_request(self, req: ChatRequest, model: str, creds: Credentials, base_url: str | None) -> UpstreamRequest:
+        raise NotImplementedError
+
+    # -- non-streaming response --------------------------------------------
+    def parse_response(self, body: bytes, req: ChatRequest, model: str) -> Completion:
+        raise NotImplementedError
+
+    def classify_error(self, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
+        raise NotImplementedError
+
+    # -- streaming ---------------------------------------------------------
+    def new_stream_state(self, req: ChatRequest, model: str) -> StreamState:
+        return StreamState(model=model)
+
+    def stream_decoder(self) -> StreamDecoder:
+        from app.gateway.sse import SSEDecoder
+
+        return SSEDecoder()
+
+    def convert_stream_event(self, event: Any, state: StreamState) -> list[dict[str, Any]]:
+        """Translate one decoded upstream event into zero or more OpenAI chunks (without usage chunks)."""
+        raise NotImplementedError
+
+    def finish_stream(self, state: StreamState) -> list[dict[str, Any]]:
+        """Called at upstream EOF; raise UpstreamFailure if the stream ended without its terminator."""
+        if not state.done:
+            raise UpstreamFailure(ErrorClass.CONNECTION, detail="stream ended before its end marker")
+        return []
+
+
+def require_fields(provider: Provider, creds: Credentials) -> None:
+    for name in provider.required_credentials:
+        value = creds.get(name)
+        if value is None or value == "":
+            raise InvalidRequest(
+                f"byok_conf.credentials is missing required field '{name}' for provider '{provider.id}'",
+                param="byok_conf.credentials",
+            )
+
+
+def chunk(state: StreamState, request_model: str, delta: dict[str, Any], finish_reason: str | None = None,
+          index: int = 0) -> dict[str, Any]:
+    """An OpenAI chat.completion.chunk (id is set by the gateway when it forwards)."""
+    return {
+        "id": "",
+        "object": "chat.completion.chunk",
+        "created": state.created,
+        "model": request_model,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
+    }
+

@@ -1,0 +1,1 @@
+"""Fake provider servers on loopback: real wire formats, strict request checks, injectable faults."""
