@@ -16,7 +16,7 @@ def create_app(config: dict | None = None) -> Flask:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     app = Flask(
         __name__,
-        instance_path=os.path.join(root, "instance"),
+        instance_path=(config or {}).get("INSTANCE_PATH") or os.path.join(root, "instance"),
         template_folder=os.path.join(root, "templates"),
         static_folder=os.path.join(root, "static"),
     )

@@ -22,6 +22,7 @@ def _app():
 
 def register(app) -> None:
     """Attach the command groups to `flask` too, so `flask --app app` works as well as manage.py."""
+    _load_command_modules()
     for command in cli.commands.values():
         app.cli.add_command(command)
 
@@ -31,7 +32,17 @@ def cli() -> None:
     """Keyway management commands."""
 
 
+def _load_command_modules() -> None:
+    """Feature modules add their own command groups to `cli`."""
+    from app import demo
+    from app.billing import commands as billing_commands
+
+    billing_commands.register(cli)
+    demo.register(cli)
+
+
 def run() -> None:
+    _load_command_modules()
     if sys.argv[1:2] == ["serve"]:
         # The server loads the app inside each worker, after gevent has patched the stdlib.
         cli.main(prog_name="manage.py")

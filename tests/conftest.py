@@ -101,6 +101,7 @@ SHARED_OPENAI_KEY = "sk-shared-pool-key-0001"
 def base_config(database_url: str, **extra: Any) -> dict[str, Any]:
     return {
         "TESTING": True,
+        "INSTANCE_PATH": tempfile.mkdtemp(prefix="keyway-instance-"),
         "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret",
         "SESSION_COOKIE_SECURE": False,
