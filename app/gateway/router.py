@@ -73,19 +73,24 @@ def resolve_model(name: str, entries: list[ByokEntry]) -> tuple[str | None, str]
     prefix, sep, rest = name.partition("/")
     if sep and prefix in REGISTRY and rest:
         return prefix, rest
-    if entries:
-        return None, name
-    providers = price_book().providers_of(name)
-    return (providers[0] if providers else None), name
+    return None, name
+
+
+def _shared_provider(model: str, entries: list[ByokEntry], config: dict[str, Any]) -> str | None:
+    """For a bare model name: the BYOK provider if it is priced, else a catalog provider with platform keys."""
+    book = price_book()
+    for entry in entries:
+        if book.lookup(entry.provider, model):
+            return entry.provider
+    candidates = book.providers_of(model)
+    with_keys = [p for p in candidates if REGISTRY.get(p) and REGISTRY[p].shared_credentials(config)]
+    return (with_keys or candidates or [None])[0]
 
 
 def plan(req: ChatRequest, entries: list[ByokEntry], policy: FallbackPolicy, config: dict[str, Any]) -> Plan:
     provider_id, model = resolve_model(req.model, entries)
     byok = [Attempt(REGISTRY[e.provider], model, "byok", e.credentials, e.label) for e in entries]
-    shared_id = provider_id
-    if shared_id is None and entries:
-        priced = [e.provider for e in entries if price_book().lookup(e.provider, model)]
-        shared_id = priced[0] if priced else (price_book().providers_of(model) or [None])[0]
+    shared_id = provider_id or _shared_provider(model, entries, config)
     price = price_book().lookup(shared_id, model) if shared_id else None
     shared = Attempt(REGISTRY[shared_id], model, "shared") if shared_id and price else None
     if not entries and shared is None:

@@ -84,9 +84,10 @@ def _stream(upstream: UpstreamStream, outcome: Outcome) -> Iterator[bytes]:
         yield sse.DONE
     except UpstreamFailure as failure:
         status, error_class = "error", failure.error_class.value
+        outcome.trace.attempts[-1].outcome = "failed"
+        outcome.trace.attempts[-1].error_class = error_class
         error = UpstreamError(failure, upstream.provider.id, {"attempts": outcome.trace.attempts_metadata()})
         http_status = error.status
-        outcome.trace.attempts[-1].error_class = error_class
         yield sse.error_frame(error.to_dict())
     except GeneratorExit:
         http_status, error_class = 499, "client_closed"
