@@ -39,6 +39,10 @@ def create_app(config: dict | None = None) -> Flask:
     from app.gateway import http as upstream_http
 
     upstream_http.configure(app.config)
+    from app.gateway.providers import REGISTRY
+
+    for provider in REGISTRY.values():
+        provider.configure(app.config)
 
     from app import errors
 

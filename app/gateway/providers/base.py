@@ -106,6 +106,9 @@ class Provider:
     optional_credentials: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str] = ""
 
+    def configure(self, config: dict[str, Any]) -> None:
+        """Read this provider's process-wide settings when the app is built (e.g. a token endpoint)."""
+
     # -- credentials -------------------------------------------------------
     def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
         """Raise InvalidRequest for credentials that are present but unusable (never echoing values)."""
