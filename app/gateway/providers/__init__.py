@@ -4,6 +4,7 @@ from __future__ import annotations
 from app.gateway.providers.anthropic import Anthropic
 from app.gateway.providers.azure import Azure
 from app.gateway.providers.base import Provider
+from app.gateway.providers.bedrock import Bedrock
 from app.gateway.providers.gemini import Gemini
 from app.gateway.providers.openai_compat import OpenAICompatible
 from app.gateway.providers.vertex import Vertex
@@ -17,6 +18,7 @@ REGISTRY: dict[str, Provider] = {
     "xai": OpenAICompatible("xai", "https://api.x.ai/v1"),
     "together": OpenAICompatible("together", "https://api.together.xyz/v1"),
     "fireworks": OpenAICompatible("fireworks", "https://api.fireworks.ai/inference/v1"),
+    "bedrock": Bedrock(),
     "anthropic": Anthropic(),
     "gemini": Gemini(),
     "vertex": Vertex(),
