@@ -211,3 +211,33 @@ class TestSharedPoolKeys:
         # key a answers 429 once, then sits out its retry-after: every later call goes to key b
         assert used.count("Bearer sk-shared-a") == 1
         assert used.count("Bearer sk-shared-b") == 4
+
+
+def test_untranslatable_request_records_no_upstream_attempt(client, gateway_key, fake_openai):
+    # Anthropic cannot take n > 1: a 400 from translation, before anything is sent.
+    response = chat(client, gateway_key, model="anthropic/claude-sonnet-4-5", n=2,
+                    byok_conf={"provider": "anthropic", "credentials": {"api_key": "sk-ant-x"}})
+    assert response.status_code == 400
+    assert "anthropic" in response.get_json()["error"]["message"]
+    record = only_record()
+    assert record.attempts == [] and record.http_status == 400
+
+
+def test_reasoning_effort_raises_the_worst_case_reservation(app):
+    from decimal import Decimal
+
+    from app.billing.pricing import price_book
+    from app.gateway.policy import FallbackPolicy
+    from app.gateway.router import Credits, Router, Trace, plan
+    from app.gateway.schema import parse_chat_request
+
+    def worst(**params):
+        req = parse_chat_request({"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}],
+                                  **params})
+        route = plan(req, [], FallbackPolicy(), app.config)
+        credits = Credits(Decimal(0), lambda amount: True, lambda: Decimal(0))
+        return Router(req, route, FallbackPolicy(), credits, app.config, Trace())._worst_case()
+
+    assert price_book().lookup("anthropic", "claude-sonnet-4-5") is not None
+    assert worst(reasoning_effort="high") > worst()
+    assert worst(max_tokens=10, reasoning_effort="high") == worst(max_tokens=10)

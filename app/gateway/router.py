@@ -15,13 +15,16 @@ from app.billing.metering import AttemptEvent
 from app.billing.pricing import PriceVersion, cost_of, price_book
 from app.gateway import http
 from app.gateway.byok import ByokEntry
-from app.gateway.errors import ErrorClass, InsufficientCredits, ModelNotFound, UpstreamError, UpstreamFailure
+from app.gateway.errors import (ErrorClass, GatewayError, InsufficientCredits, ModelNotFound, UpstreamError,
+                                UpstreamFailure)
 from app.gateway.policy import FallbackPolicy
 from app.gateway.providers import REGISTRY
 from app.gateway.providers.base import Completion, Credentials, Provider, StreamState
 from app.gateway.schema import ChatRequest
 
 # Shared-pool failures worth another platform key for the same provider.
+# Thinking budgets the adapters add on top of the visible output when max_tokens is not given.
+REASONING_RESERVE = {"none": 0, "minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 TRY_NEXT_SHARED_KEY = {ErrorClass.RATE_LIMIT, ErrorClass.OVERLOADED, ErrorClass.SERVER_ERROR,
                        ErrorClass.TIMEOUT, ErrorClass.CONNECTION, ErrorClass.AUTH, ErrorClass.BUDGET}
 
@@ -179,7 +182,11 @@ class Router:
         price = self.plan.price
         assert price is not None
         prompt = self.req.prompt_bytes // 2 + 64
-        output = (self.req.max_output_tokens or int(self.config["DEFAULT_MAX_TOKENS_RESERVE"])) * self.req.choices
+        output = self.req.max_output_tokens
+        if output is None:
+            effort = self.req.params.get("reasoning_effort")
+            output = int(self.config["DEFAULT_MAX_TOKENS_RESERVE"]) + REASONING_RESERVE.get(effort, 0)
+        output *= self.req.choices
         return with_markup(cost_of(price, prompt, output), self.credits.markup_percent)
 
     # -- one attempt -------------------------------------------------------------
@@ -215,6 +222,10 @@ class Router:
             event.error_class = failure.error_class.value
             event.http_status = failure.status or event.http_status
             event.latency_ms = _ms(started)
+            raise
+        except GatewayError:
+            # The request could not be translated for this provider: nothing went upstream.
+            self.trace.attempts.remove(event)
             raise
         event.outcome = "ok"
         event.latency_ms = _ms(started)
