@@ -120,12 +120,14 @@ def _error_class(exc: GatewayError) -> str:
 
 def _credits(caller: Caller, request_id: str) -> Credits:
     def fallback_spent() -> Decimal:
+        # A short session of its own: the request must not hold a pooled connection across its upstream call.
         now = utcnow()
-        total = db.session.execute(
-            select(func.sum(UsageRollup.charged)).where(
-                UsageRollup.org_id == caller.org_id, UsageRollup.billing_period == f"{now:%Y-%m}",
-                UsageRollup.fallback_reason != "")
-        ).scalar()
+        with db.session_scope() as session:
+            total = session.execute(
+                select(func.sum(UsageRollup.charged)).where(
+                    UsageRollup.org_id == caller.org_id, UsageRollup.billing_period == f"{now:%Y-%m}",
+                    UsageRollup.fallback_reason != "")
+            ).scalar()
         return total if total is not None else ZERO
 
     return Credits(
