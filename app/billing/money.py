@@ -1,13 +1,15 @@
 """Money arithmetic: Decimal only, one named rounding rule applied once per invoice line."""
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 MILLION = Decimal(1_000_000)
 # Costs are carried at this precision until an invoice line rounds them.
 COST_QUANTUM = Decimal("0.0000000001")
+# The largest single amount a person may type: far above any real grant, far below what Money can store.
+MAX_AMOUNT = Decimal("1000000000")
 
 
 def round_line_half_up(amount: Decimal) -> Decimal:
@@ -17,8 +19,6 @@ def round_line_half_up(amount: Decimal) -> Decimal:
 
 def parse_amount(text: str) -> Decimal:
     """A positive amount as a finance user types it ("25", "25.00"); ValueError otherwise."""
-    from decimal import InvalidOperation
-
     try:
         value = Decimal(str(text).strip().replace(",", ""))
     except InvalidOperation:
@@ -27,7 +27,9 @@ def parse_amount(text: str) -> Decimal:
         raise ValueError(f"'{text}' is not a number")
     if value <= 0:
         raise ValueError("amount must be greater than zero")
-    if value != value.quantize(COST_QUANTUM):
+    if value > MAX_AMOUNT:
+        raise ValueError(f"amount must be at most {MAX_AMOUNT:,}")
+    if value.as_tuple().exponent < -10:  # type: ignore[operator]
         raise ValueError("amount has more than 10 decimal places")
     return value
 
