@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from app.billing.money import ZERO
-from app.db import session_scope
+from app.db import get_engine
 from app.models import CreditAccount, CreditEntry
 from app.types import utcnow
 
@@ -66,11 +66,34 @@ def reserve(org_id: int, request_id: str, amount: Decimal) -> bool:
     """Hold the worst case of a shared-pool call before it starts, in its own committed transaction."""
     if amount <= 0:
         return True
-    with session_scope() as session:
-        balance = _move(session, org_id, -amount, reserved_delta=amount)
+    # Core statements on a pooled connection: this runs on the response path of every shared-pool call.
+    accounts, entries = CreditAccount.__table__, CreditEntry.__table__
+    now = utcnow()
+    moved = (
+        update(accounts)
+        .where(accounts.c.org_id == org_id, accounts.c.balance - amount >= ZERO)
+        .values(balance=accounts.c.balance - amount, reserved=accounts.c.reserved + amount, updated_at=now)
+        .returning(accounts.c.balance)
+    )
+    entry = dict(org_id=org_id, kind="reservation", amount=-amount, request_id=request_id, note="", created_at=now)
+    for column in entries.c:  # INSERT ... SELECT applies no Python-side defaults by itself
+        if column.key not in entry and column.default is not None and not column.primary_key:
+            entry[column.key] = column.default.arg if column.default.is_scalar else column.default.arg(None)
+    engine = get_engine()
+    if engine.dialect.name == "postgresql":
+        # One statement, one round trip, autocommitted: the account row is locked only for its duration.
+        cte = moved.cte("moved")
+        stmt = insert(entries).from_select(
+            [*entry, "balance_after"],
+            select(*[literal(v, entries.c[k].type) for k, v in entry.items()], cte.c.balance),
+        ).returning(entries.c.id)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(stmt).first() is not None
+    with engine.begin() as conn:
+        balance = conn.execute(moved).scalar_one_or_none()
         if balance is None:
             return False
-        _entry(session, org_id, "reservation", -amount, balance, request_id=request_id)
+        conn.execute(insert(entries).values(**entry, balance_after=balance))
     return True
 
 
@@ -99,6 +122,35 @@ def settle(session: Session, org_id: int, request_id: str, reserved: Decimal, ac
             return ZERO
         balance = _move(session, org_id, -charged)
     _entry(session, org_id, "settlement", -charged, balance, request_id=request_id)
+    return charged
+
+
+def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, Decimal]]) -> list[Decimal]:
+    """settle() for many (request_id, reserved, actual) of one organization: one locked read, one UPDATE.
+
+    Entries, balances after each and the capping rule are exactly settle()'s,
+    applied in order; the account row stays locked until the caller commits.
+    """
+    row = session.execute(
+        select(CreditAccount.balance, CreditAccount.reserved).where(CreditAccount.org_id == org_id).with_for_update()
+    ).one_or_none()
+    if row is None:
+        return [ZERO for _ in items]
+    balance, reserved_total = row
+    entries, charged = [], []
+    for request_id, reserved, actual in items:
+        if reserved > 0:
+            balance, reserved_total = balance + reserved, reserved_total - reserved
+            entries.append(dict(kind="release", amount=reserved, balance_after=balance, request_id=request_id))
+        take = min(actual, balance) if actual > 0 else ZERO
+        if take > 0:
+            balance -= take
+            entries.append(dict(kind="settlement", amount=-take, balance_after=balance, request_id=request_id))
+        charged.append(take if take > 0 else ZERO)
+    if entries:
+        session.execute(update(CreditAccount).where(CreditAccount.org_id == org_id)
+                        .values(balance=balance, reserved=reserved_total, updated_at=utcnow()))
+        session.execute(insert(CreditEntry), [{**e, "org_id": org_id, "note": ""} for e in entries])
     return charged
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.billing import ledger
 from app.billing.money import ZERO
 from app.db import session_scope
-from app.models import ApiKey, FinalizedPeriod, UsageAttempt, UsageRecord, UsageRollup
+from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageRecord, UsageRollup
 from app.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,22 @@ _writer: Callable[[UsageEvent], None] | None = None
 
 
 def configure(app) -> None:
+    """sync: one transaction per record (tests read the DB right after a request); journal: for `serve`."""
     global _writer
-    _writer = write_now
+    if _writer is not None and hasattr(_writer, "close"):
+        _writer.close()
+    if app.config["METERING_MODE"] == "journal":
+        from app.billing.journal import JournalWriter
+
+        _writer = JournalWriter.for_app(app)
+    else:
+        _writer = write_now
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Wait until every record taken so far is in the database (journal mode); True when drained."""
+    drain = getattr(_writer, "flush", None)
+    return drain(timeout) if drain is not None else True
 
 
 def set_writer(writer: Callable[[UsageEvent], None]) -> None:
@@ -100,6 +114,7 @@ def write_now(event: UsageEvent) -> None:
 
 def write(session: Session, event: UsageEvent) -> bool:
     """Store one event; returns False if its request id was already recorded (idempotent replay)."""
+    lock_org_for_recording(session, event.org_id)
     if session.scalar(select(UsageRecord.id).where(UsageRecord.request_id == event.request_id)) is not None:
         return False
     period = open_period(session, event.org_id, event.created_at)
@@ -136,6 +151,31 @@ def write(session: Session, event: UsageEvent) -> bool:
     return True
 
 
+def lock_org_for_recording(session: Session, org_id: int) -> None:
+    """Hold the org's period lock in shared mode until commit, before the open period is read.
+
+    PostgreSQL: FOR KEY SHARE on the organization row. Recorders never block
+    one another (nor the balance UPDATEs of the ledger); closing a period takes
+    FOR UPDATE on the same row (lock_org_for_closing), so it waits for every
+    recorder already past this point to commit, and recorders arriving later
+    wait for it and then, in a fresh READ COMMITTED snapshot, see the new
+    FinalizedPeriod row. SQLite: a no-op write takes the database's single
+    write lock first, so the period is read inside the serialized write.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
+    else:
+        session.execute(text("UPDATE organizations SET id = id WHERE id = :org_id"), {"org_id": org_id})
+
+
+def lock_org_for_closing(session: Session, org_id: int) -> None:
+    """The exclusive side of lock_org_for_recording: no record of this org commits while it is held."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    else:
+        session.execute(text("UPDATE organizations SET id = id WHERE id = :org_id"), {"org_id": org_id})
+
+
 def open_period(session: Session, org_id: int, at: datetime) -> str:
     """The month a record belongs to: its own, or the next one not yet finalized."""
     period = f"{at.year:04d}-{at.month:02d}"
@@ -151,10 +191,15 @@ def open_period(session: Session, org_id: int, at: datetime) -> str:
 
 def add_to_rollup(session: Session, r: UsageRecord) -> None:
     """Upsert the record's counts into its rollup row, in the caller's transaction."""
+    upsert_rollups(session, [rollup_row(r)])
+
+
+def rollup_row(r: UsageRecord) -> tuple[dict, dict]:
+    """The rollup dimensions of one record and the counts it adds (summed by the batch writer)."""
     values = dict(
         org_id=r.org_id, day=r.created_at.date(), billing_period=r.billing_period, provider=r.provider,
         model=r.model, credential=r.credential, api_key_id=r.api_key_id or 0, byok_label=r.byok_label,
-        fallback_reason=r.fallback_reason,
+        fallback_reason=r.fallback_reason, cost_status=r.cost_status,
     )
     counts = dict(
         requests=1, errors=int(r.status != "ok"), fallbacks=int(r.fallback),
@@ -163,15 +208,21 @@ def add_to_rollup(session: Session, r: UsageRecord) -> None:
         cache_write_tokens=r.cache_write_tokens, reasoning_tokens=r.reasoning_tokens,
         latency_ms_total=r.latency_ms, cost=r.cost or ZERO, charged=r.charged or ZERO,
     )
+    return values, counts
+
+
+def upsert_rollups(session: Session, rows: list[tuple[dict, dict]]) -> None:
+    """Add each (dimensions, counts) pair to its rollup row; rows must have distinct dimensions."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(UsageRollup).values(**values, **counts)
     table = UsageRollup.__table__
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(values),
-        set_={name: table.c[name] + stmt.excluded[name] for name in counts},
-    )
-    session.execute(stmt)
+    for values, counts in rows:
+        stmt = insert(UsageRollup).values(**values, **counts)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(values),
+            set_={name: table.c[name] + stmt.excluded[name] for name in counts},
+        )
+        session.execute(stmt)
 
 
 def _touch_key(session: Session, api_key_id: int, at: datetime) -> None:

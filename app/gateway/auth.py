@@ -62,13 +62,15 @@ def authenticate(header: str | None, scope: str, config: dict[str, Any]) -> Call
 
 
 def _load(digest: str, platform_default: bool) -> Caller | None:
-    session = db.session()
-    row = session.execute(
-        select(ApiKey.id, ApiKey.org_id, ApiKey.scope, ApiKey.revoked_at,
-               Organization.fallback_policy, Organization.shared_markup_percent)
-        .join(Organization, Organization.id == ApiKey.org_id)
-        .where(ApiKey.key_hash == digest)
-    ).first()
+    # A short transaction of its own: the request session would otherwise hold a pooled
+    # connection through the whole upstream call (and the credit reservation needs a second one).
+    with db.session_scope() as session:
+        row = session.execute(
+            select(ApiKey.id, ApiKey.org_id, ApiKey.scope, ApiKey.revoked_at,
+                   Organization.fallback_policy, Organization.shared_markup_percent)
+            .join(Organization, Organization.id == ApiKey.org_id)
+            .where(ApiKey.key_hash == digest)
+        ).first()
     if row is None or row.revoked_at is not None:
         return None
     return Caller(row.id, row.org_id, row.scope, FallbackPolicy.from_json(row.fallback_policy, platform_default),

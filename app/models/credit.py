@@ -35,6 +35,8 @@ class CreditEntry(Base):
     __table_args__ = (
         Index("ix_credit_entries_org_created", "org_id", "created_at"),
         Index("ix_credit_entries_request", "request_id"),
+        Index("ix_credit_entries_org_kind_created", "org_id", "kind", "created_at"),
+        Index("ix_credit_entries_org_id", "org_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

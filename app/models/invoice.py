@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -13,6 +13,7 @@ from app.types import Money, UTCDateTime, utcnow
 
 INVOICE_STATUSES = ("draft", "finalized", "void")
 LINE_SECTIONS = ("shared", "byok", "unpriced", "fallback")
+_COUNT = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Invoice(Base):
@@ -52,10 +53,12 @@ class InvoiceLine(Base):
     provider: Mapped[str] = mapped_column(String(32), default="")
     model: Mapped[str] = mapped_column(String(128), default="")
     reason: Mapped[str] = mapped_column(String(32), default="")
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    credential: Mapped[str] = mapped_column(String(8), default="")  # byok | shared, for unpriced lines
+    # 64-bit: a month of one model can pass 2^31 tokens (SQLite integers are 64-bit already).
+    requests: Mapped[int] = mapped_column(_COUNT, default=0)
+    input_tokens: Mapped[int] = mapped_column(_COUNT, default=0)
+    output_tokens: Mapped[int] = mapped_column(_COUNT, default=0)
+    cached_tokens: Mapped[int] = mapped_column(_COUNT, default=0)
     unrounded_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # None for unpriced lines
 

@@ -81,7 +81,7 @@ class UsageRollup(Base):
     __table_args__ = (
         UniqueConstraint(
             "org_id", "day", "provider", "model", "credential", "api_key_id", "byok_label", "fallback_reason",
-            "billing_period", name="uq_usage_rollups_dims",
+            "billing_period", "cost_status", name="uq_usage_rollups_dims",
         ),
         Index("ix_usage_rollups_org_day", "org_id", "day"),
         Index("ix_usage_rollups_org_period", "org_id", "billing_period"),
@@ -98,6 +98,8 @@ class UsageRollup(Base):
     api_key_id: Mapped[int] = mapped_column(Integer, default=0)
     byok_label: Mapped[str] = mapped_column(String(64), default="")
     fallback_reason: Mapped[str] = mapped_column(String(32), default="")
+    # priced | unpriced | none: unpriced usage must never be summed into a priced line.
+    cost_status: Mapped[str] = mapped_column(String(10), default="priced")
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,133 @@
+"""`billing check`: rollups == raw records, ledger balance == sum of entries == usage, invoice totals == lines."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import Integer, case, func, literal, select
+from sqlalchemy.orm import Session
+
+from app.billing.invoicing import draft_view, stored_view
+from app.billing.money import ZERO, round_line_half_up
+from app.billing.rollups import COUNTS, DIMS, flag
+from app.models import CreditAccount, CreditEntry, Invoice, Organization, UsageRecord, UsageRollup
+
+MAX_REPORTED = 50
+
+
+def run_checks(session: Session) -> list[str]:
+    """Every mismatch found, each as one line naming the organization and what differs."""
+    slugs = dict(session.execute(select(Organization.id, Organization.slug)).all())
+    problems = check_rollups(session, slugs) + check_ledger(session, slugs) + check_invoices(session, slugs)
+    return problems
+
+
+def _day(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", UsageRecord.created_at))
+    return func.date(UsageRecord.created_at)  # SQLite stores naive UTC text
+
+
+def check_rollups(session: Session, slugs: dict[int, str]) -> list[str]:
+    r = UsageRecord
+    day = _day(session)
+    dims = [r.org_id, r.billing_period, r.provider, r.model, r.credential,
+            func.coalesce(r.api_key_id, literal(0, Integer)), r.byok_label, r.fallback_reason, r.cost_status]
+    counts = [func.count(), func.sum(flag(r.status != "ok")), func.sum(flag(r.fallback.is_(True))),
+              func.sum(flag(r.cost_status == "unpriced")), func.sum(r.prompt_tokens),
+              func.sum(r.completion_tokens), func.sum(r.cached_tokens), func.sum(r.cache_write_tokens),
+              func.sum(r.reasoning_tokens), func.sum(r.latency_ms), func.sum(func.coalesce(r.cost, 0)),
+              func.sum(r.charged)]
+    raw = {(str(row[0]), *row[1:10]): _normal(row[10:]) for row in
+           session.execute(select(day, *dims, *counts).group_by(day, *dims))}
+    u = UsageRollup
+    rolled = {(str(row[0]), *row[1:10]): _normal(row[10:]) for row in session.execute(
+        select(u.day, *(getattr(u, d) for d in DIMS), *(getattr(u, c) for c in COUNTS)))}
+    problems = []
+    for key in sorted(set(raw) | set(rolled), key=str):
+        want, got = raw.get(key), rolled.get(key)
+        if want == got:
+            continue
+        where = f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} period {key[2]}"
+        if want is None:
+            problems.append(f"rollup without records: {where}")
+        elif got is None:
+            problems.append(f"records missing from rollups: {where} ({want[0]} requests)")
+        else:
+            diffs = ", ".join(f"{n} {g} != {w}" for n, g, w in zip(COUNTS, got, want) if g != w)
+            problems.append(f"rollup differs from records: {where}: {diffs} (rollup != records)")
+    return problems[:MAX_REPORTED]
+
+
+def _normal(values) -> tuple:
+    """Counts as int, money as Decimal (a raw SQLite SUM of money is the integer of 1e-10 units)."""
+    out = []
+    for name, value in zip(COUNTS, values):
+        if name in ("cost", "charged"):
+            out.append(value if isinstance(value, Decimal) else Decimal(int(value or 0)).scaleb(-10))
+        else:
+            out.append(int(value or 0))
+    return tuple(out)
+
+
+def check_ledger(session: Session, slugs: dict[int, str]) -> list[str]:
+    e = CreditEntry
+    entries = {row[0]: row[1:] for row in session.execute(
+        select(e.org_id, func.sum(e.amount),
+               func.sum(case((e.kind.in_(("reservation", "release")), e.amount), else_=None)),
+               func.sum(case((e.kind == "settlement", e.amount), else_=None)))
+        .group_by(e.org_id))}
+    charged = dict(session.execute(select(UsageRecord.org_id, func.sum(UsageRecord.charged))
+                                   .group_by(UsageRecord.org_id)).all())
+    accounts = {a.org_id: a for a in session.scalars(select(CreditAccount))}
+    problems = []
+    for org_id in sorted(set(entries) | set(accounts) | set(charged)):
+        name = slugs.get(org_id, org_id)
+        total, held, settled = (_dec(v) for v in entries.get(org_id, (None, None, None)))
+        account = accounts.get(org_id)
+        balance = account.balance if account else ZERO
+        if balance != total:
+            problems.append(f"ledger: org {name} balance {balance} != sum of entries {total}")
+        if balance < 0:
+            problems.append(f"ledger: org {name} balance {balance} is negative")
+        if account is not None and account.reserved != -held:
+            problems.append(f"ledger: org {name} reserved {account.reserved} != open reservations {-held}")
+        if -settled != _dec(charged.get(org_id)):
+            problems.append(f"ledger: org {name} settlements {-settled} != usage charged {_dec(charged.get(org_id))}")
+    return problems
+
+
+def _dec(value) -> Decimal:
+    if value is None:
+        return ZERO
+    return value if isinstance(value, Decimal) else Decimal(int(value)).scaleb(-10)
+
+
+def check_invoices(session: Session, slugs: dict[int, str]) -> list[str]:
+    problems = []
+    for inv in session.scalars(select(Invoice).where(Invoice.status != "draft").order_by(Invoice.id)):
+        label = f"invoice {inv.number} (org {slugs.get(inv.org_id, inv.org_id)}, {inv.period})"
+        view = stored_view(inv)
+        for line in inv.lines:
+            if line.section == "unpriced":
+                if line.amount is not None:
+                    problems.append(f"{label}: unpriced line {line.provider}/{line.model} has an amount")
+            elif line.amount is None or line.amount != round_line_half_up(line.unrounded_amount or ZERO):
+                problems.append(f"{label}: line {line.position} amount {line.amount} is not its rounded amount")
+        sums = {
+            "shared_total": sum((x.amount for x in view.shared_lines), ZERO),
+            "byok_total": sum((x.amount for g in view.byok_groups for x in g.lines), ZERO),
+        }
+        sums["total_spend"] = sums["shared_total"] + sums["byok_total"]
+        sums["credits_used"] = sums["shared_total"]
+        for name, want in sums.items():
+            if getattr(inv, name) != want:
+                problems.append(f"{label}: {name} {getattr(inv, name)} != sum of lines {want}")
+        if inv.closing_balance != inv.opening_balance + inv.grants - inv.credits_used:
+            problems.append(f"{label}: closing balance != opening + grants - credits used")
+        if inv.status == "finalized":
+            live = draft_view(session, inv.org_id, inv.period)
+            for name in ("shared_total", "byok_total", "total_spend"):
+                if getattr(live, name) != getattr(inv, name):
+                    problems.append(f"{label}: {name} {getattr(inv, name)} != usage of the period "
+                                    f"{getattr(live, name)}")
+    return problems

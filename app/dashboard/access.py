@@ -1,0 +1,55 @@
+"""Who may open what: role checks, organization scoping and the audit trail."""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable, TypeVar
+
+from flask import abort, current_app
+from flask_login import current_user
+from sqlalchemy.orm import Session
+
+from app import db
+from app.models import ROLES, AuditLog
+
+EVERYONE = ROLES
+FINANCE = ("admin", "finance")
+ADMIN = ("admin",)
+KEY_HOLDERS = ("admin", "developer")
+
+T = TypeVar("T")
+
+
+def roles(*allowed: str) -> Callable:
+    """Require a signed-in user with one of these roles: anonymous → login page, other roles → 403."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any):
+            if not current_user.is_authenticated:
+                return current_app.login_manager.unauthorized()
+            if current_user.role not in allowed:
+                abort(403)
+            return view(*args, **kwargs)
+
+        guarded.allowed_roles = allowed  # type: ignore[attr-defined]
+        return guarded
+
+    return decorate
+
+
+def org_id() -> int:
+    return current_user.org_id
+
+
+def owned(model: type[T], object_id: Any) -> T:
+    """The object with this id in the caller's organization; another organization's answers 404."""
+    obj = db.session.get(model, object_id)
+    if obj is None or getattr(obj, "org_id", None) != current_user.org_id:
+        abort(404)
+    return obj
+
+
+def audit(session: Session, action: str, summary: str, detail: dict[str, Any] | None = None) -> None:
+    """Record who changed what, in the same transaction as the change."""
+    session.add(AuditLog(org_id=current_user.org_id, user_id=current_user.id, action=action,
+                         summary=summary, detail=detail or {}))

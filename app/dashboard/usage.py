@@ -1,0 +1,185 @@
+"""Overview and usage pages, served from the daily rollups."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+from sqlalchemy import select
+
+from app import db
+from app.billing import ledger
+from app.dashboard import rollups
+from app.dashboard.access import EVERYONE, org_id, roles
+from app.dashboard.charts import axis_label_for, stacked_bars
+from app.dashboard.formatting import percent, usd
+from app.gateway.policy import FallbackPolicy
+from app.models import ApiKey, Organization
+from app.types import utcnow
+
+overview_bp = Blueprint("overview", __name__)
+bp = Blueprint("usage", __name__, url_prefix="/usage")
+
+CHART_DAYS = 30
+# Fewer BYOK requests than this in the alert window is noise, not a spike.
+ALERT_MIN_REQUESTS = 10
+GROUP_LABELS = {"day": "Day", "provider": "Provider", "model": "Model", "credential": "Credential",
+                "key": "Gateway key", "label": "BYOK label", "fallback_reason": "Fallback reason"}
+CHART_METRICS = ("spend", "requests", "tokens")
+
+
+@overview_bp.get("/")
+@roles(*EVERYONE)
+def index():
+    session = db.session()
+    oid = org_id()
+    today = utcnow().date()
+    period = f"{today:%Y-%m}"
+    R = rollups.R
+    # Two scans of the rollups: the month by model (totals and top models), and 30 days by day.
+    by_model = rollups.grouped(session, [R.org_id == oid, R.billing_period == period], "model")
+    month = rollups.Totals.sum(by_model)
+    start = today - timedelta(days=CHART_DAYS - 1)
+    daily = rollups.daily_totals(session, [R.org_id == oid, R.day >= start, R.day <= today])
+    chart = stacked_bars(*rollups.chart_series(daily, start, today), axis_label_for("spend"))
+    recent = rollups.Totals.sum([t for (day, _), t in daily.items() if day >= today - timedelta(days=1)])
+    balance, reserved = ledger.balance_of(session, oid)
+    return render_template("usage/overview.html", month=month, period=period, chart=chart,
+                           top_models=rollups.sort_rows(by_model, "spend", True)[:5], balance=balance,
+                           reserved=reserved, alerts=_alerts(session, oid, recent, balance))
+
+
+def _alerts(session, oid: int, recent: rollups.Totals, balance: Decimal) -> list[dict[str, str]]:
+    """Fallback spike over today and yesterday (UTC), and low credits."""
+    org = session.get(Organization, oid)
+    policy = FallbackPolicy.from_json(org.fallback_policy, bool(current_app.config["PLATFORM_FALLBACK_DEFAULT"]))
+    alerts = []
+    rate = recent.fallback_rate
+    if rate is not None and recent.byok_attempted >= ALERT_MIN_REQUESTS and rate > policy.alert_threshold:
+        alerts.append({"kind": "fallback", "title": "Fallback rate spike",
+                       "text": f"{percent(rate)} of BYOK requests since yesterday (UTC) fell back to shared credits "
+                               f"(alert threshold {percent(policy.alert_threshold)}); they cost "
+                               f"{usd(recent.fallback_charged)}. A BYOK key may have been revoked or rate-limited."})
+    threshold = org.low_credit_threshold if org.low_credit_threshold is not None \
+        else current_app.config["LOW_CREDIT_THRESHOLD"]
+    if balance < Decimal(threshold):
+        alerts.append({"kind": "credits", "title": "Low credits",
+                       "text": f"The credit balance is {usd(balance)}, below {usd(Decimal(threshold))}. "
+                               "Fallback and shared-pool requests are refused when credits run out."})
+    return alerts
+
+
+# -- usage ---------------------------------------------------------------------------
+def parse_filters(args, today: date) -> tuple[rollups.UsageFilter, dict[str, str]]:
+    """The filter from the query string, and a message per malformed field (which then keeps its default)."""
+    errors: dict[str, str] = {}
+    start, end = today - timedelta(days=29), today
+    for name in ("start", "end"):
+        raw = (args.get(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = date.fromisoformat(raw)
+        except ValueError:
+            errors[name] = f"'{raw[:20]}' is not a date (YYYY-MM-DD)"
+            continue
+        start, end = (value, end) if name == "start" else (start, value)
+    if start > end:
+        errors["end"] = "the end date is before the start date"
+        start, end = end, start
+    if (end - start).days > 366:
+        errors["start"] = "a range can span at most 366 days"
+        start = end - timedelta(days=366)
+    key_raw = (args.get("key") or "").strip()
+    key_id = None
+    if key_raw:
+        if key_raw.isdigit():
+            key_id = int(key_raw)
+        else:
+            errors["key"] = "unknown gateway key"
+    credential = (args.get("credential") or "").strip()
+    if credential and credential not in ("byok", "shared"):
+        errors["credential"] = "credential must be byok or shared"
+        credential = ""
+    return rollups.UsageFilter(start=start, end=end, provider=(args.get("provider") or "").strip()[:32],
+                               model=(args.get("model") or "").strip()[:128], credential=credential,
+                               api_key_id=key_id, label=(args.get("label") or "").strip()[:64]), errors
+
+
+def _choice(args, name: str, allowed, default: str) -> str:
+    value = args.get(name) or default
+    return value if value in allowed else default
+
+
+def usage_table(args) -> dict[str, Any]:
+    """Everything the usage page and its CSV show, from one reading of the query string."""
+    session = db.session()
+    oid = org_id()
+    flt, errors = parse_filters(args, utcnow().date())
+    group = _choice(args, "group", rollups.DIMENSIONS, "model")
+    sort = _choice(args, "sort", ("name",) + rollups.METRICS, "spend")
+    order = _choice(args, "order", ("asc", "desc"), "desc")
+    where = flt.clauses(oid)
+    rows = rollups.sort_rows(rollups.grouped(session, where, group), sort, order == "desc")
+    keys = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.org_id == oid).order_by(ApiKey.name))}
+    return {"filter": flt, "errors": errors, "group": group, "sort": sort, "order": order, "rows": rows,
+            "total": rollups.Totals.sum(rows), "keys": keys, "where": where}
+
+
+def row_name(group: str, key: tuple, keys: dict[int, ApiKey]) -> str:
+    if group == "key":
+        k = keys.get(key[0])
+        return f"{k.name or 'unnamed'} ({k.prefix}…)" if k else ("no key" if not key[0] else f"key #{key[0]}")
+    if group == "model":
+        return f"{key[0]}/{key[1]}"
+    if group == "fallback_reason":
+        return key[0] or "no fallback"
+    if group == "label":
+        return key[0] or "(no label)"
+    return str(key[0])
+
+
+@bp.get("")
+@roles(*EVERYONE)
+def index():
+    data = usage_table(request.args)
+    flt = data["filter"]
+    metric = _choice(request.args, "chart", CHART_METRICS, "spend")
+    days, series = rollups.daily_by_credential(db.session(), data["where"], flt.start, flt.end, metric)
+    options = rollups.filter_options(db.session(), org_id(), flt.start, flt.end)
+    options["key"] = [(k.id, f"{k.name or 'unnamed'} ({k.prefix}…)") for k in data["keys"].values()]
+    return render_template("usage/usage.html", **data, options=options, metric=metric,
+                           chart=stacked_bars(days, series, axis_label_for(metric)), row_name=row_name,
+                           group_labels=GROUP_LABELS, chart_metrics=CHART_METRICS)
+
+
+CSV_COLUMNS = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "avg_latency_ms",
+               "byok_cost", "shared_charged", "spend", "unpriced_requests")
+
+
+@bp.get("/export.csv")
+@roles(*EVERYONE)
+def export_csv():
+    data = usage_table(request.args)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([data["group"], *CSV_COLUMNS, "error_rate"])
+    for t in data["rows"]:
+        writer.writerow([row_name(data["group"], t.key, data["keys"]),
+                         *[_csv_value(t.value(c)) for c in CSV_COLUMNS],
+                         "" if t.error_rate is None else str(t.error_rate.quantize(Decimal("0.0001")))])
+    flt = data["filter"]
+    name = f"usage_{data['group']}_{flt.start}_{flt.end}.csv"
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return str(value.quantize(Decimal("0.000001")))
+    return str(value)
