@@ -82,8 +82,25 @@ def test_csv_escapes_formula_cells_from_model_names_and_labels(org):
     assert sorted(models) == sorted(["'+1+1", "'-2+3", "'=HYPERLINK(\"http://x\")", "'@SUM(A1)"])
     for row in rows:
         for cell in row:
-            assert not cell.startswith(("=", "+", "-", "@")), cell
+            assert not cell.startswith(("=", "+", "-", "@")) or is_plain_number(cell), cell
     assert ["summary", "", "", "total_spend", "", "", "", "", "0.40"] in rows
+
+
+def is_plain_number(cell: str) -> bool:
+    try:
+        Decimal(cell)
+    except ArithmeticError:
+        return False
+    return True
+
+
+def test_csv_keeps_negative_amounts_numeric():
+    from app.billing.invoice_export import safe_cell
+
+    assert safe_cell(Decimal("-0.40")) == "-0.40"
+    assert safe_cell("-0.40") == "-0.40"
+    assert safe_cell("-2+3") == "'-2+3"
+    assert safe_cell("=1") == "'=1"
 
 
 def test_json_money_is_strings_and_unpriced_is_null(org):

@@ -27,8 +27,20 @@ def money_text(value: Decimal | None) -> str | None:
 
 
 def safe_cell(value: Any) -> str:
+    """Quote text a spreadsheet would run as a formula; numbers (negative ones too) stay numbers."""
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    if text.startswith(FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite() and text.strip() == text
+    except ArithmeticError:
+        return False
 
 
 def to_csv(view: "InvoiceView") -> str:
