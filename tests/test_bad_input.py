@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.helpers import MESSAGES, byok, chat, only_record, records
+from tests.helpers import MESSAGES, chat, only_record, records
 
 
 def post_raw(client, key: str, data: bytes, content_type: str = "application/json"):

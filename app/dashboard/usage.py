@@ -31,9 +31,9 @@ GROUP_LABELS = {"day": "Day", "provider": "Provider", "model": "Model", "credent
 CHART_METRICS = ("spend", "requests", "tokens")
 
 
-@overview_bp.get("/")
+@overview_bp.get("/", endpoint="index")
 @roles(*EVERYONE)
-def index():
+def overview():
     session = db.session()
     oid = org_id()
     today = utcnow().date()

@@ -78,7 +78,7 @@ class UpstreamResponse:
                 yield data
         except UpstreamFailure:
             raise
-        except (requests.exceptions.Timeout, TimeoutError) as exc:
+        except (requests.exceptions.Timeout, TimeoutError):
             raise UpstreamFailure(ErrorClass.TIMEOUT, self.status, detail="read timed out") from None
         except (Urllib3Error, requests.exceptions.RequestException, OSError) as exc:
             if "timed out" in type(exc).__name__.lower() or isinstance(getattr(exc, "__context__", None), TimeoutError):
@@ -108,9 +108,9 @@ def send(req: UpstreamRequest, deadline: float) -> UpstreamResponse:
             req.method, req.url, headers=req.headers, data=req.body, stream=True,
             timeout=timeout, allow_redirects=False,
         )
-    except requests.exceptions.Timeout as exc:
+    except requests.exceptions.Timeout:
         raise UpstreamFailure(ErrorClass.TIMEOUT, detail="upstream timed out") from None
-    except (requests.exceptions.RequestException, Urllib3Error, OSError) as exc:
+    except (requests.exceptions.RequestException, Urllib3Error, OSError):
         raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not connect") from None
     return UpstreamResponse(response, deadline)
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
-from app.gateway.providers.base import Completion, StreamState, Usage, chunk
+from app.gateway.providers.base import Completion, StreamState, Usage, chunk, json_object, token_count
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
           "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -27,14 +27,14 @@ _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cach
 
 def usage_of(raw: dict[str, Any]) -> Usage:
     """Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes both."""
-    fresh, read, write = _int(raw.get("input_tokens")), _int(raw.get("cache_read_input_tokens")), \
-        _int(raw.get("cache_creation_input_tokens"))
-    return Usage(prompt_tokens=fresh + read + write, completion_tokens=_int(raw.get("output_tokens")),
+    fresh, read, write = token_count(raw.get("input_tokens")), token_count(raw.get("cache_read_input_tokens")), \
+        token_count(raw.get("cache_creation_input_tokens"))
+    return Usage(prompt_tokens=fresh + read + write, completion_tokens=token_count(raw.get("output_tokens")),
                  cached_tokens=read, cache_write_tokens=write)
 
 
 def parse_message(body: bytes, model: str) -> Completion:
-    data = _json(body)
+    data = json_object(body)
     content = data.get("content")
     if data.get("type") != "message" or not isinstance(content, list):
         raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="no message content")
@@ -90,7 +90,7 @@ def error_type(body: bytes) -> str | None:
 
 # -- streaming ---------------------------------------------------------------------
 def convert_event(event: Any, state: StreamState) -> list[dict[str, Any]]:
-    payload = _json(event.data.encode() if isinstance(event.data, str) else event.data)
+    payload = json_object(event.data.encode() if isinstance(event.data, str) else event.data)
     kind = payload.get("type")
     handler = _HANDLERS.get(kind)
     return handler(payload, state) if handler else []  # ping and future event types carry nothing for us
@@ -170,17 +170,3 @@ def _error(payload: dict[str, Any], state: StreamState) -> list[dict[str, Any]]:
 _HANDLERS = {"message_start": _message_start, "content_block_start": _block_start,
              "content_block_delta": _block_delta, "message_delta": _message_delta,
              "message_stop": _message_stop, "error": _error}
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not a JSON object")
-    return data
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

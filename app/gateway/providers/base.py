@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import orjson
+
 from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
 from app.gateway.schema import ChatRequest
 
@@ -175,3 +177,19 @@ def chunk(state: StreamState, request_model: str, delta: dict[str, Any], finish_
         "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
     }
 
+
+
+def token_count(value: Any) -> int:
+    """A token count from a provider's usage object: a non-negative int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def json_object(body: bytes | str) -> dict[str, Any]:
+    """A provider's JSON object body; anything else is a malformed upstream response."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not a JSON object")
+    return data

@@ -17,7 +17,7 @@ import orjson
 from botocore.eventstream import EventStreamBuffer, ParserError
 
 from app.gateway.errors import ErrorClass, UpstreamFailure
-from app.gateway.providers.base import StreamState, Usage, chunk
+from app.gateway.providers.base import StreamState, Usage, chunk, token_count
 
 STOP_REASONS = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "model_context_window_exceeded": "length",
@@ -78,8 +78,8 @@ def usage_from_bedrock(usage: Any) -> Usage | None:
     """Converse counts inputTokens without cache reads and writes; OpenAI's prompt_tokens includes both."""
     if not isinstance(usage, dict):
         return None
-    fresh, read, write = (_int(usage.get(k)) for k in ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
-    return Usage(prompt_tokens=fresh + read + write, completion_tokens=_int(usage.get("outputTokens")),
+    fresh, read, write = (token_count(usage.get(k)) for k in ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
+    return Usage(prompt_tokens=fresh + read + write, completion_tokens=token_count(usage.get("outputTokens")),
                  cached_tokens=read, cache_write_tokens=write)
 
 
@@ -158,7 +158,3 @@ _HANDLERS = {
     "messageStart": _message_start, "contentBlockStart": _block_start, "contentBlockDelta": _block_delta,
     "contentBlockStop": lambda payload, state: [], "messageStop": _message_stop, "metadata": _metadata,
 }
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
-from app.gateway.providers.base import Completion, StreamState, Usage, chunk
+from app.gateway.providers.base import Completion, StreamState, Usage, chunk, json_object, token_count
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 GOOGLE_STATUS = {
@@ -30,10 +30,10 @@ _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 def usage_of(meta: dict[str, Any]) -> Usage:
     """promptTokenCount already includes cached tokens; OpenAI's completion tokens include thoughts."""
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    return Usage(prompt_tokens=_int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount")),
-                 completion_tokens=_int(meta.get("candidatesTokenCount")) + thoughts,
-                 cached_tokens=_int(meta.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
+    return Usage(prompt_tokens=token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount")),
+                 completion_tokens=token_count(meta.get("candidatesTokenCount")) + thoughts,
+                 cached_tokens=token_count(meta.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
 
 
 def finish_reason(reason: str | None, called_tools: bool) -> str:
@@ -45,7 +45,7 @@ def finish_reason(reason: str | None, called_tools: bool) -> str:
 
 
 def parse_response(body: bytes, model: str) -> Completion:
-    data = _json(body)
+    data = json_object(body)
     candidates = data.get("candidates")
     if not isinstance(candidates, list) or not candidates:
         if not isinstance(data.get("promptFeedback"), dict):
@@ -127,7 +127,7 @@ def _details(details: Any) -> tuple[str | None, str | None]:
 
 # -- streaming: each SSE event is a whole GenerateContentResponse ---------------------------------
 def convert_event(event: Any, state: StreamState) -> list[dict[str, Any]]:
-    data = _json(event.data.encode() if isinstance(event.data, str) else event.data)
+    data = json_object(event.data.encode() if isinstance(event.data, str) else event.data)
     if "error" in data:
         failure = classify_error(500, {}, orjson.dumps(data))
         raise UpstreamFailure(failure.error_class, None, detail="error event in stream",
@@ -175,17 +175,3 @@ def finish(state: StreamState) -> list[dict[str, Any]]:
     if not state.done:
         raise UpstreamFailure(ErrorClass.CONNECTION, detail="stream ended before a finishReason")
     return []
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not a JSON object")
-    return data
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
-from app.gateway.providers.base import Completion, Credentials, Provider, StreamState, UpstreamRequest, Usage
+from app.gateway.providers.base import (Completion, Credentials, Provider, StreamState, UpstreamRequest, Usage,
+                                        token_count)
 from app.gateway.schema import ChatRequest
 from app.gateway.sse import SSEEvent
 
@@ -104,15 +105,12 @@ def usage_from_openai(usage: Any) -> Usage | None:
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
     return Usage(
-        prompt_tokens=_int(usage.get("prompt_tokens")),
-        completion_tokens=_int(usage.get("completion_tokens")),
-        cached_tokens=_int(prompt_details.get("cached_tokens")),
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+        prompt_tokens=token_count(usage.get("prompt_tokens")),
+        completion_tokens=token_count(usage.get("completion_tokens")),
+        cached_tokens=token_count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
     )
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _error_code(body: bytes) -> str | None:
