@@ -33,6 +33,8 @@ class Config:
     SIMULATED_PROVIDERS = False
     METERING_MODE = "sync"  # sync | journal
     METERING_JOURNAL_DIR = "instance/journal"
+    # fsync the journal before a response is sent: survives power loss, costs a disk flush per request.
+    METERING_JOURNAL_FSYNC = False
     LOW_CREDIT_THRESHOLD = Decimal("5.00")
 
     # GATEWAY_<PROVIDER>_BASE_URL and GATEWAY_<PROVIDER>_SHARED_API_KEY are

@@ -23,6 +23,8 @@ class KeywayServer(BaseApplication):
 
 
 def run_gunicorn(host: str, port: int, workers: int | None = None) -> None:
+    # Production records usage through the journaled, batched writer unless told otherwise.
+    os.environ.setdefault("METERING_MODE", "journal")
     KeywayServer({
         "bind": f"{host}:{port}",
         "workers": workers or os.cpu_count() or 2,
