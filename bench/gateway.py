@@ -121,12 +121,14 @@ class Cell:
     result: dict
 
 
-def body_file(workdir: str, stream: bool) -> str:
+def body_file(workdir: str, stream: bool, byok: bool = False) -> str:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello in twenty words."}],
             "max_tokens": 64}
+    if byok:  # the caller's own key: no credit reservation on the response path
+        body["byok_conf"] = {"provider": "openai", "credentials": {"api_key": "sk-bench-byok"}}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
-    path = os.path.join(workdir, f"body-{'stream' if stream else 'json'}.json")
+    path = os.path.join(workdir, f"body-{'stream' if stream else 'json'}{'-byok' if byok else ''}.json")
     with open(path, "wb") as fh:
         fh.write(orjson.dumps(body))
     return path
@@ -163,9 +165,10 @@ def run_cells(args, fake_port: int, gw_port: int, gw_key: str, workdir: str,
                "gateway": (gw_port, "/v1/chat/completions", gw_key)}
     warmup = max(50, min(500, args.requests // 10))
     for stream in (False, True):
-        body = body_file(workdir, stream)
+        bodies = {"direct": body_file(workdir, stream), "gateway": body_file(workdir, stream, args.byok)}
         for concurrency in args.concurrency:
             for target, (port, path, key) in targets.items():
+                body = bodies[target]
                 kind = "stream" if stream else "json"
                 say(f"... {kind:6} c={concurrency:<3} {target:7} warm-up {warmup}, then {args.requests} requests")
                 warm = load(port, path, key, body, stream, warmup, concurrency, args.time_cap)
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="record into SQLite instead of PostgreSQL")
     parser.add_argument("--db-name", default="keyway_bench", help="PostgreSQL database to (re)create")
     parser.add_argument("--metering", choices=("sync", "journal"), help="METERING_MODE (default: serve's, journal)")
+    parser.add_argument("--byok", action="store_true", help="send byok_conf (default: the shared pool)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (journal, SQLite file)")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]

@@ -10,10 +10,11 @@ last-used update per gateway key.
 from __future__ import annotations
 
 from collections import defaultdict
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from app.billing import ledger, metering
@@ -31,8 +32,8 @@ def write_batch(session: Session, events: list[UsageEvent]) -> int:
         metering.lock_org_for_recording(session, org_id)
     periods = {key: metering.open_period(session, key[0], fresh_at)
                for key, fresh_at in _period_keys(fresh).items()}
-    charged = _settle(session, fresh)
-    rows = [_record_row(e, periods[(e.org_id, e.created_at.year, e.created_at.month)], charged.get(e.request_id, ZERO))
+    # Charges are written as asked and settled last (see _settle_last).
+    rows = [_record_row(e, periods[(e.org_id, e.created_at.year, e.created_at.month)], e.charge if e.charge > 0 else ZERO)
             for e in fresh]
     ids = session.execute(
         insert(UsageRecord).returning(UsageRecord.id, sort_by_parameter_order=True), rows
@@ -47,7 +48,29 @@ def write_batch(session: Session, events: list[UsageEvent]) -> int:
             last_used[e.api_key_id] = e.created_at
     for api_key_id in sorted(last_used):
         metering._touch_key(session, api_key_id, last_used[api_key_id])
+    _settle_last(session, fresh, rows)
     return len(fresh)
+
+
+def _settle_last(session: Session, events: list[UsageEvent], rows: list[dict[str, Any]]) -> None:
+    """Settle credits at the very end of the batch, then correct the rare charge the balance capped.
+
+    Settling locks the organization's credit account row until commit. Done
+    last, the lock is held for a few statements instead of the whole batch,
+    so the reservations that shared-pool requests make on the response path
+    do not queue behind the batch writer.
+    """
+    charged = _settle(session, events)
+    for row in rows:
+        actual = charged.get(row["request_id"], ZERO)
+        if actual == row["charged"]:
+            continue
+        delta = actual - row["charged"]
+        session.execute(update(UsageRecord).where(UsageRecord.request_id == row["request_id"]).values(charged=actual))
+        values, counts = metering.rollup_row(SimpleNamespace(**row))
+        zero = {name: (ZERO if isinstance(value, Decimal) else 0) for name, value in counts.items()}
+        metering.upsert_rollups(session, [(values, {**zero, "charged": delta})])
+        row["charged"] = actual
 
 
 def _new_events(session: Session, events: list[UsageEvent]) -> list[UsageEvent]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.billing.money import ZERO
@@ -62,38 +62,42 @@ def adjust(session: Session, org_id: int, amount: Decimal, note: str, user_id: i
     return _entry(session, org_id, "adjustment", amount, balance, note=note, user_id=user_id)
 
 
+# PostgreSQL: the whole reservation in one prepared statement and one round trip. Built once:
+# this runs on the response path of every shared-pool call.
+_RESERVE_PG = text("""
+    WITH moved AS (
+        UPDATE credit_accounts
+           SET balance = balance - :amount, reserved = reserved + :amount, updated_at = :now
+         WHERE org_id = :org_id AND balance - :amount >= 0
+     RETURNING balance)
+    INSERT INTO credit_entries (org_id, kind, amount, request_id, note, created_at, balance_after, sequence)
+    SELECT :org_id, 'reservation', -:amount, :request_id, '', :now, balance, 0 FROM moved
+    RETURNING id
+""")
+
+
 def reserve(org_id: int, request_id: str, amount: Decimal) -> bool:
-    """Hold the worst case of a shared-pool call before it starts, in its own committed transaction."""
+    """Hold the worst case of a shared-pool call before it starts, committed at once; False if it can't."""
     if amount <= 0:
         return True
-    # Core statements on a pooled connection: this runs on the response path of every shared-pool call.
-    accounts, entries = CreditAccount.__table__, CreditEntry.__table__
-    now = utcnow()
-    moved = (
-        update(accounts)
-        .where(accounts.c.org_id == org_id, accounts.c.balance - amount >= ZERO)
-        .values(balance=accounts.c.balance - amount, reserved=accounts.c.reserved + amount, updated_at=now)
-        .returning(accounts.c.balance)
-    )
-    entry = dict(org_id=org_id, kind="reservation", amount=-amount, request_id=request_id, note="", created_at=now)
-    for column in entries.c:  # INSERT ... SELECT applies no Python-side defaults by itself
-        if column.key not in entry and column.default is not None and not column.primary_key:
-            entry[column.key] = column.default.arg if column.default.is_scalar else column.default.arg(None)
     engine = get_engine()
+    now = utcnow()
     if engine.dialect.name == "postgresql":
-        # One statement, one round trip, autocommitted: the account row is locked only for its duration.
-        cte = moved.cte("moved")
-        stmt = insert(entries).from_select(
-            [*entry, "balance_after"],
-            select(*[literal(v, entries.c[k].type) for k, v in entry.items()], cte.c.balance),
-        ).returning(entries.c.id)
+        params = {"amount": amount, "now": now, "org_id": org_id, "request_id": request_id}
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(stmt).first() is not None
-    with engine.begin() as conn:
-        balance = conn.execute(moved).scalar_one_or_none()
-        if balance is None:
+            return conn.execute(_RESERVE_PG, params).first() is not None
+    with engine.begin() as conn:  # SQLite has one writer at a time: two plain statements
+        moved = conn.execute(
+            update(CreditAccount.__table__)
+            .where(CreditAccount.org_id == org_id, CreditAccount.balance - amount >= ZERO)
+            .values(balance=CreditAccount.balance - amount, reserved=CreditAccount.reserved + amount, updated_at=now)
+            .returning(CreditAccount.balance)
+        ).scalar_one_or_none()
+        if moved is None:
             return False
-        conn.execute(insert(entries).values(**entry, balance_after=balance))
+        conn.execute(insert(CreditEntry.__table__).values(
+            org_id=org_id, kind="reservation", amount=-amount, request_id=request_id, note="", created_at=now,
+            balance_after=moved, sequence=0))
     return True
 
 

@@ -1,18 +1,19 @@
-"""Upstream HTTP: pooled keep-alive sessions per host, timeouts, and a per-attempt deadline.
+"""Upstream HTTP: pooled keep-alive connections per host, timeouts, and a per-attempt deadline.
 
-Sessions hold connections only. Credentials travel in each request's own
-headers and are never set on a session, so no request can reuse another's.
+urllib3 directly rather than requests: the gateway needs none of requests'
+conveniences (cookies, auth, environment, redirects) and they cost CPU on
+every call. The pool holds connections only; credentials travel in each
+request's own headers, so no request can reuse another's.
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from app.gateway.errors import ErrorClass, UpstreamFailure
 from app.gateway.providers.base import UpstreamRequest
@@ -21,17 +22,27 @@ READ_SIZE = 65536
 MAX_BODY = 32 * 1024 * 1024
 
 _settings: dict[str, Any] = {"connect": 5.0, "read": 60.0, "deadline": 120.0, "pool": 64}
-_sessions: dict[str, requests.Session] = {}
-_lock = threading.Lock()
+_pool: urllib3.PoolManager | None = None
 
 
 def configure(config: dict[str, Any]) -> None:
+    global _pool
     _settings.update(
         connect=float(config["UPSTREAM_CONNECT_TIMEOUT"]),
         read=float(config["UPSTREAM_READ_TIMEOUT"]),
         deadline=float(config["UPSTREAM_ATTEMPT_DEADLINE"]),
         pool=int(config["UPSTREAM_POOL_SIZE"]),
     )
+    if _pool is not None:
+        _pool.clear()
+    # One keep-alive pool per upstream origin, up to `pool` connections each; never any retry or redirect.
+    _pool = urllib3.PoolManager(num_pools=64, maxsize=_settings["pool"], block=False, retries=False)
+
+
+def pool() -> urllib3.PoolManager:
+    if _pool is None:
+        raise RuntimeError("upstream HTTP not configured; call create_app() first")
+    return _pool
 
 
 def attempt_deadline() -> float:
@@ -42,47 +53,30 @@ def base_url_override(config: dict[str, Any], provider_id: str) -> str | None:
     return config.get(f"GATEWAY_{provider_id.upper()}_BASE_URL") or None
 
 
-def session_for(url: str) -> requests.Session:
-    parts = urlsplit(url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    session = _sessions.get(origin)
-    if session is None:
-        with _lock:
-            session = _sessions.get(origin)
-            if session is None:
-                session = requests.Session()
-                session.trust_env = False  # no proxy or .netrc credentials from the environment
-                adapter = HTTPAdapter(pool_connections=1, pool_maxsize=_settings["pool"], max_retries=0)
-                session.mount(origin + "/", adapter)
-                _sessions[origin] = session
-    return session
-
-
 class UpstreamResponse:
-    def __init__(self, response: requests.Response, deadline: float):
+    def __init__(self, response: urllib3.BaseHTTPResponse, deadline: float):
         self._response = response
         self._deadline = deadline
-        self.status = response.status_code
+        self._consumed = False
+        self.status = response.status
         self.headers = {k.lower(): v for k, v in response.headers.items()}
 
     def chunks(self) -> Iterator[bytes]:
         """Body bytes as they arrive; a slow drip cannot outlive the attempt deadline."""
-        raw = self._response.raw
         try:
             while True:
                 if time.monotonic() > self._deadline:
                     raise UpstreamFailure(ErrorClass.TIMEOUT, self.status, detail="attempt deadline exceeded")
-                data = raw.read1(READ_SIZE)
+                data = self._response.read1(READ_SIZE)
                 if not data:
+                    self._consumed = True
                     return
                 yield data
         except UpstreamFailure:
             raise
-        except (requests.exceptions.Timeout, TimeoutError):
+        except (Urllib3Timeout, TimeoutError):
             raise UpstreamFailure(ErrorClass.TIMEOUT, self.status, detail="read timed out") from None
-        except (Urllib3Error, requests.exceptions.RequestException, OSError) as exc:
-            if "timed out" in type(exc).__name__.lower() or isinstance(getattr(exc, "__context__", None), TimeoutError):
-                raise UpstreamFailure(ErrorClass.TIMEOUT, self.status, detail="read timed out") from None
+        except (Urllib3Error, OSError):
             raise UpstreamFailure(ErrorClass.CONNECTION, self.status, detail="connection lost mid-body") from None
 
     def read_body(self) -> bytes:
@@ -95,22 +89,36 @@ class UpstreamResponse:
         return b"".join(parts)
 
     def close(self) -> None:
-        self._response.close()
+        """A fully read connection goes back to the pool; one abandoned mid-body is dropped."""
+        if self._consumed:
+            self._response.release_conn()
+        else:
+            self._response.close()
+            self._response.release_conn()
 
 
 def send(req: UpstreamRequest, deadline: float) -> UpstreamResponse:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise UpstreamFailure(ErrorClass.TIMEOUT, detail="attempt deadline exceeded")
-    timeout = (min(_settings["connect"], remaining), min(_settings["read"], remaining))
+    timeout = urllib3.Timeout(connect=min(_settings["connect"], remaining), read=min(_settings["read"], remaining))
     try:
-        response = session_for(req.url).request(
-            req.method, req.url, headers=req.headers, data=req.body, stream=True,
-            timeout=timeout, allow_redirects=False,
-        )
-    except requests.exceptions.Timeout:
+        response = pool().urlopen(req.method, req.url, body=req.body, headers=req.headers, timeout=timeout,
+                                  preload_content=False, redirect=False, retries=False)
+    except NewConnectionError:  # refused or unresolvable (urllib3 files it under connect timeouts)
+        raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not connect") from None
+    except (Urllib3Timeout, TimeoutError):
         raise UpstreamFailure(ErrorClass.TIMEOUT, detail="upstream timed out") from None
-    except (requests.exceptions.RequestException, Urllib3Error, OSError):
+    except (Urllib3Error, OSError):
         raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not connect") from None
     return UpstreamResponse(response, deadline)
 
+
+def fetch(method: str, url: str, body: bytes | None, headers: dict[str, str], deadline: float
+          ) -> tuple[int, dict[str, str], bytes]:
+    """One small bounded request read whole (e.g. an OAuth token exchange); raises UpstreamFailure."""
+    response = send(UpstreamRequest(method, url, headers, body or b""), deadline)
+    try:
+        return response.status, response.headers, response.read_body()
+    finally:
+        response.close()

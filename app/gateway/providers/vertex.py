@@ -203,8 +203,8 @@ class _DeadlineRequest(google_transport.Request):
         if remaining <= 0:
             raise google_exceptions.TransportError("token exchange deadline exceeded")
         try:
-            response = http.session_for(url).request(method, url, data=body, headers=headers,
-                                                     timeout=min(remaining, 30.0), allow_redirects=False)
-        except Exception:  # requests' own errors; the message may hold the URL only, still dropped
+            status, response_headers, content = http.fetch(
+                method, url, body, dict(headers or {}), min(self._deadline, time.monotonic() + 30.0))
+        except UpstreamFailure:
             raise google_exceptions.TransportError("token endpoint unreachable") from None
-        return _Response(response.status_code, dict(response.headers), response.content)
+        return _Response(status, response_headers, content)
