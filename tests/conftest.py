@@ -32,10 +32,25 @@ def _trap_float_in_money():
 
 
 # -- database --------------------------------------------------------------------
+def _worker_database(url: str) -> str:
+    """Under pytest-xdist each worker gets its own PostgreSQL database, created beside the given one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    base, _, name = url.rpartition("/")
+    own = f"{name}_{worker}"
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{own}"'))
+        conn.execute(text(f'CREATE DATABASE "{own}"'))
+    admin.dispose()
+    return f"{base}/{own}"
+
+
 @pytest.fixture(scope="session")
 def database_template() -> Iterator[str]:
     if PG_URL:
-        url = db.normalize_url(PG_URL)
+        url = _worker_database(db.normalize_url(PG_URL))
         engine = create_engine(url)
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))

@@ -132,7 +132,8 @@ def test_batch_writer_skips_request_ids_already_recorded(app, org):
 
 
 def _journal_files(folder: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "events-*.jsonl")))
+    """Journal segments under `folder`, including the per-database folder the app writes into."""
+    return sorted(glob.glob(os.path.join(folder, "events-*.jsonl")) + glob.glob(os.path.join(folder, "*", "events-*.jsonl")))
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:

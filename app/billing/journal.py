@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import glob
+import hashlib
 import logging
 import os
 import threading
@@ -128,7 +129,9 @@ class JournalWriter:
         directory = app.config["METERING_JOURNAL_DIR"]
         if not os.path.isabs(directory):
             directory = os.path.join(app.instance_path, directory.removeprefix("instance/"))
-        return cls(directory, fsync=bool(app.config.get("METERING_JOURNAL_FSYNC", False)))
+        # One folder per database: a journal must never be replayed into another database.
+        database = hashlib.sha256(app.config["DATABASE_URL"].encode()).hexdigest()[:12]
+        return cls(os.path.join(directory, database), fsync=bool(app.config.get("METERING_JOURNAL_FSYNC", False)))
 
     # -- the response path ---------------------------------------------------------------
     def __call__(self, event: UsageEvent) -> None:

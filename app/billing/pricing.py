@@ -101,11 +101,11 @@ class PriceBook:
 
     def __init__(self, ttl: float = 30.0):
         self._ttl = ttl
-        self._loaded_at = 0.0
+        self._loaded_at: float | None = None
         self._versions: dict[tuple[str, str], list[PriceVersion]] = {}
 
     def invalidate(self) -> None:
-        self._loaded_at = 0.0
+        self._loaded_at = None
 
     def _refresh(self, session: Session) -> None:
         versions: dict[tuple[str, str], list[PriceVersion]] = {}
@@ -118,7 +118,7 @@ class PriceBook:
         self._loaded_at = time.monotonic()
 
     def _ensure(self) -> None:
-        if time.monotonic() - self._loaded_at < self._ttl:
+        if self._loaded_at is not None and time.monotonic() - self._loaded_at < self._ttl:
             return
         from app.db import session_scope
 
