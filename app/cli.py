@@ -219,6 +219,19 @@ def credits_grant(org_slug: str, amount: str, note: str) -> None:
     click.echo(f"granted ${value} to {org_slug}; balance ${balance.quantize(Decimal('0.01'))}")
 
 
+@credits_group.command("release-stale")
+@click.option("--older-than-minutes", default=60, type=click.IntRange(min=5), show_default=True)
+def credits_release_stale(older_than_minutes: int) -> None:
+    """Give back credit reservations of requests that were never recorded (a worker died mid-request)."""
+    from datetime import timedelta
+
+    from app.billing import ledger
+
+    with db.session_scope() as session:
+        released = ledger.release_stale(session, timedelta(minutes=older_than_minutes))
+    click.echo(f"released {released} stale reservations")
+
+
 # -- serve --------------------------------------------------------------------
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)

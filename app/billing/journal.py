@@ -178,6 +178,8 @@ class JournalWriter:
             if time.monotonic() - self._last_scan > ORPHAN_SCAN_SECONDS:
                 self._last_scan = time.monotonic()
                 self.replay_orphans()
+                if self._write is _write_batch:  # the real database, not a test's writer
+                    _release_stale_reservations()
             with self._lock:
                 batch = list(islice(self._queue, self.batch_size))
             if not batch:
@@ -269,6 +271,20 @@ def _write_batch(events: list[UsageEvent]) -> None:
 
     with session_scope() as session:
         write_batch(session, events)
+
+
+def _release_stale_reservations() -> None:
+    """After the orphans are replayed: credits held by requests that were never recorded go back."""
+    from app.billing import ledger
+
+    try:
+        with session_scope() as session:
+            released = ledger.release_stale(session)
+    except Exception as exc:
+        log.warning("usage journal: stale reservation sweep postponed (%s)", type(exc).__name__)
+        return
+    if released:
+        log.warning("released %d stale credit reservations of requests that were never recorded", released)
 
 
 def _try_lock(path: str) -> int | None:

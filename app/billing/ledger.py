@@ -5,6 +5,7 @@ The account's balance always equals the sum of its entries.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, insert, select, text, update
@@ -62,6 +63,9 @@ def adjust(session: Session, org_id: int, amount: Decimal, note: str, user_id: i
     return _entry(session, org_id, "adjustment", amount, balance, note=note, user_id=user_id)
 
 
+# Older than this, a reservation without a release belongs to a request whose worker died.
+STALE_RESERVATION_AGE = timedelta(hours=1)
+
 # PostgreSQL: the whole reservation in one prepared statement and one round trip. Built once:
 # this runs on the response path of every shared-pool call.
 _RESERVE_PG = text("""
@@ -110,7 +114,7 @@ def settle(session: Session, org_id: int, request_id: str, reserved: Decimal, ac
     charged < cost on the usage record.
     """
     balance = None
-    if reserved > 0:
+    if reserved > 0 and not released_already(session, org_id, [request_id]):
         balance = _move(session, org_id, reserved, reserved_delta=-reserved)
         _entry(session, org_id, "release", reserved, balance, request_id=request_id)
     if actual <= 0:
@@ -142,8 +146,9 @@ def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, D
         return [ZERO for _ in items]
     balance, reserved_total = row
     entries, charged = [], []
+    released = released_already(session, org_id, [rid for rid, reserved, _ in items if reserved > 0])
     for request_id, reserved, actual in items:
-        if reserved > 0:
+        if reserved > 0 and request_id not in released:
             balance, reserved_total = balance + reserved, reserved_total - reserved
             entries.append(dict(kind="release", amount=reserved, balance_after=balance, request_id=request_id))
         take = min(actual, balance) if actual > 0 else ZERO
@@ -156,6 +161,37 @@ def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, D
                         .values(balance=balance, reserved=reserved_total, updated_at=utcnow()))
         session.execute(insert(CreditEntry), [{**e, "org_id": org_id, "note": ""} for e in entries])
     return charged
+
+
+def released_already(session: Session, org_id: int, request_ids: list[str]) -> set[str]:
+    """Reservations a stale-reservation sweep has already given back (so a late settlement never does it twice)."""
+    if not request_ids:
+        return set()
+    return set(session.scalars(select(CreditEntry.request_id).where(
+        CreditEntry.org_id == org_id, CreditEntry.kind == "release", CreditEntry.request_id.in_(request_ids))))
+
+
+def release_stale(session: Session, older_than: timedelta = STALE_RESERVATION_AGE) -> int:
+    """Give back reservations nobody settled: the request's worker died between reserve and record.
+
+    A request lives at most a few attempt deadlines, so a reservation an hour
+    old with no release is an orphan. Returns how many were released.
+    """
+    cutoff = utcnow() - older_than
+    release = CreditEntry.__table__.alias("release_entry")
+    stale = session.execute(
+        select(CreditEntry.org_id, CreditEntry.request_id, CreditEntry.amount)
+        .where(CreditEntry.kind == "reservation", CreditEntry.created_at < cutoff,
+               ~select(release.c.id).where(release.c.kind == "release", release.c.org_id == CreditEntry.org_id,
+                                           release.c.request_id == CreditEntry.request_id).exists())
+        .order_by(CreditEntry.id)
+    ).all()
+    for org_id, request_id, amount in stale:
+        held = -amount
+        balance = _move(session, org_id, held, reserved_delta=-held)
+        _entry(session, org_id, "release", held, balance, request_id=request_id,
+               note="stale reservation released: the request was never recorded")
+    return len(stale)
 
 
 def balance_of(session: Session, org_id: int) -> tuple[Decimal, Decimal]:
