@@ -6,7 +6,8 @@ stream of chat.completion.chunk events with a usage chunk and `[DONE]`) and
 checks the essentials of what it receives: the path, a bearer key, a JSON
 body with `model` and `messages`. Run it as
 `python bench/fake_upstream.py --port 0`; it prints `listening <port>`.
-Other providers' fakes can plug in by adding a Responder to RESPONDERS.
+Anthropic's Messages API and Gemini's generateContent have responders too
+(`--provider anthropic|gemini`), so translation is measured end to end.
 """
 from __future__ import annotations
 
@@ -94,7 +95,122 @@ class OpenAIResponder:
         return cached
 
 
-RESPONDERS = {"openai": OpenAIResponder}
+def _sse_chunked(payloads: list[bytes]) -> bytes:
+    out = [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+           b"transfer-encoding: chunked\r\n\r\n"]
+    for frame in payloads:
+        out.append(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+    out.append(b"0\r\n\r\n")
+    return b"".join(out)
+
+
+class AnthropicResponder:
+    """Canned Messages API answers: a message object, or the message_start … message_stop event stream."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, bool], bytes] = {}
+
+    def message(self, model: str) -> bytes:
+        body = orjson.dumps({
+            "id": "msg_bench", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "word " * COMPLETION_TOKENS}], "stop_reason": "end_turn",
+            "stop_sequence": None, "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS,
+                                             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0},
+        })
+        return _http("200 OK", b"application/json", body)
+
+    def stream(self, model: str) -> bytes:
+        def event(name: str, data: dict) -> bytes:
+            return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": 1, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0}
+        frames = [event("message_start", {"type": "message_start", "message": {
+            "id": "msg_bench", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage}}),
+            event("content_block_start", {"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": ""}})]
+        frames += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": "word "}})
+                   for _ in range(STREAM_CHUNKS)]
+        frames += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                         "stop_sequence": None}, "usage": {"output_tokens": COMPLETION_TOKENS}}),
+                   event("message_stop", {"type": "message_stop"})]
+        return _sse_chunked(frames)
+
+    def answer(self, path: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes:
+        if path != b"/v1/messages":
+            return _error("404 Not Found", "unknown path")
+        if len(headers.get(b"x-api-key", b"")) < 8 or not headers.get(b"anthropic-version"):
+            return _error("401 Unauthorized", "x-api-key and anthropic-version are required")
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error("400 Bad Request", "body is not JSON")
+        if not isinstance(req, dict) or not isinstance(req.get("model"), str) or not req.get("max_tokens"):
+            return _error("400 Bad Request", "'model', 'messages' and 'max_tokens' are required")
+        stream = req.get("stream") is True
+        key = (req["model"], stream)
+        if key not in self._cache:
+            self._cache[key] = self.stream(req["model"]) if stream else self.message(req["model"])
+        return self._cache[key]
+
+
+class GeminiResponder:
+    """Canned generateContent answers, and streamGenerateContent?alt=sse chunks ending with a finishReason."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[bytes, bool], bytes] = {}
+
+    @staticmethod
+    def usage() -> dict:
+        return {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": COMPLETION_TOKENS,
+                "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS}
+
+    def answer(self, path: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes:
+        route, _, query = path.partition(b"?")
+        model, _, method = route.removeprefix(b"/v1beta/models/").partition(b":")
+        if not route.startswith(b"/v1beta/models/") or method not in (b"generateContent", b"streamGenerateContent"):
+            return _error("404 Not Found", "unknown path")
+        if len(headers.get(b"x-goog-api-key", b"")) < 8:
+            return _error("403 Forbidden", "x-goog-api-key is required")
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error("400 Bad Request", "body is not JSON")
+        if not isinstance(req, dict) or not isinstance(req.get("contents"), list):
+            return _error("400 Bad Request", "'contents' is required")
+        stream = method == b"streamGenerateContent"
+        if stream and query != b"alt=sse":
+            return _error("400 Bad Request", "streaming needs alt=sse")
+        key = (model, stream)
+        if key not in self._cache:
+            self._cache[key] = self._stream(model) if stream else self._complete(model)
+        return self._cache[key]
+
+    def _candidate(self, text: str, finish: str | None) -> dict:
+        candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return candidate
+
+    def _complete(self, model: bytes) -> bytes:
+        body = orjson.dumps({"candidates": [self._candidate("word " * COMPLETION_TOKENS, "STOP")],
+                             "usageMetadata": self.usage(), "modelVersion": model.decode()})
+        return _http("200 OK", b"application/json", body)
+
+    def _stream(self, model: bytes) -> bytes:
+        frames = [b"data: " + orjson.dumps({"candidates": [self._candidate("word ", None)],
+                                            "modelVersion": model.decode()}) + b"\r\n\r\n"
+                  for _ in range(STREAM_CHUNKS - 1)]
+        frames.append(b"data: " + orjson.dumps({"candidates": [self._candidate("word ", "STOP")],
+                                                "usageMetadata": self.usage(),
+                                                "modelVersion": model.decode()}) + b"\r\n\r\n")
+        return _sse_chunked(frames)
+
+
+RESPONDERS = {"openai": OpenAIResponder, "anthropic": AnthropicResponder, "gemini": GeminiResponder}
 
 
 class Connection(asyncio.Protocol):

@@ -33,7 +33,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 PYTHON = sys.executable
 SHARED_KEY = "sk-bench-shared-pool-0001"
-MODEL = "gpt-4o-mini"
+MESSAGE = "Say hello in twenty words."
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """How the bench talks to one provider's fake directly, and what the gateway calls the model."""
+
+    model: str
+    base_suffix: str  # appended to the fake's origin for GATEWAY_<PROVIDER>_BASE_URL
+    headers: tuple[str, ...]  # direct calls: the provider's own auth headers ({key} filled in)
+    stream_end: str  # how a complete native stream ends
+
+    def direct_path(self, stream: bool) -> str:
+        if self.model.startswith("gemini"):
+            return f"/v1beta/models/{self.model}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
+        return "/v1/messages" if self.model.startswith("claude") else "/v1/chat/completions"
+
+    def direct_body(self, stream: bool) -> dict:
+        if self.model.startswith("gemini"):
+            return {"contents": [{"role": "user", "parts": [{"text": MESSAGE}]}],
+                    "generationConfig": {"maxOutputTokens": 64}}
+        body = {"model": self.model, "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 64}
+        if stream:
+            body["stream"] = True
+            if not self.model.startswith("claude"):
+                body["stream_options"] = {"include_usage": True}
+        return body
+
+
+UPSTREAMS = {
+    "openai": Upstream("gpt-4o-mini", "/v1", ("Authorization: Bearer {key}",), "data: [DONE]"),
+    "anthropic": Upstream("claude-haiku-4-5", "", ("x-api-key: {key}", "anthropic-version: 2023-06-01"),
+                          '"type":"message_stop"'),
+    "gemini": Upstream("gemini-2.5-flash", "", ("x-goog-api-key: {key}",), '"finishReason":"STOP"'),
+}
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -92,7 +126,7 @@ def start_fake(provider: str) -> tuple[subprocess.Popen, int]:
 def start_gateway(args, url: str, fake_port: int, workdir: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "METERING_JOURNAL_DIR": os.path.join(workdir, "journal"),
-           f"GATEWAY_{args.provider.upper()}_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
+           f"GATEWAY_{args.provider.upper()}_BASE_URL": f"http://127.0.0.1:{fake_port}{UPSTREAMS[args.provider].base_suffix}",
            f"GATEWAY_{args.provider.upper()}_SHARED_API_KEY": SHARED_KEY}
     if args.metering:
         env["METERING_MODE"] = args.metering
@@ -121,26 +155,32 @@ class Cell:
     result: dict
 
 
-def body_file(workdir: str, stream: bool, byok: bool = False) -> str:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello in twenty words."}],
-            "max_tokens": 64}
-    if byok:  # the caller's own key: no credit reservation on the response path
-        body["byok_conf"] = {"provider": "openai", "credentials": {"api_key": "sk-bench-byok"}}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    path = os.path.join(workdir, f"body-{'stream' if stream else 'json'}{'-byok' if byok else ''}.json")
+def body_file(workdir: str, name: str, body: dict) -> str:
+    path = os.path.join(workdir, f"body-{name}.json")
     with open(path, "wb") as fh:
         fh.write(orjson.dumps(body))
     return path
 
 
-def load(port: int, path: str, key: str, body: str, stream: bool, requests: int, concurrency: int,
-         time_cap: float) -> dict:
-    cmd = [PYTHON, os.path.join(ROOT, "bench", "loadgen.py"), "--port", str(port), "--path", path,
-           "--body-file", body, "--header", f"Authorization: Bearer {key}", "--requests", str(requests),
-           "--concurrency", str(concurrency), "--time-cap", str(time_cap)]
+def gateway_body(provider: str, stream: bool, byok: bool) -> dict:
+    body = {"model": f"{provider}/{UPSTREAMS[provider].model}", "messages": [{"role": "user", "content": MESSAGE}],
+            "max_tokens": 64}
     if stream:
-        cmd.append("--stream")
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    if byok:  # the caller's own key: no credit reservation on the response path
+        body["byok_conf"] = {"provider": provider, "credentials": {"api_key": "sk-bench-byok-0001"}}
+    return body
+
+
+def load(port: int, path: str, headers: tuple[str, ...], body: str, stream: bool, requests: int,
+         concurrency: int, time_cap: float, stream_end: str) -> dict:
+    cmd = [PYTHON, os.path.join(ROOT, "bench", "loadgen.py"), "--port", str(port), "--path", path,
+           "--body-file", body, "--requests", str(requests), "--concurrency", str(concurrency),
+           "--time-cap", str(time_cap)]
+    for header in headers:
+        cmd += ["--header", header]
+    if stream:
+        cmd += ["--stream", "--stream-end", stream_end]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return orjson.loads(out.strip().splitlines()[-1])
 
@@ -161,20 +201,24 @@ def cpu_seconds(pids: list[int]) -> float:
 def run_cells(args, fake_port: int, gw_port: int, gw_key: str, workdir: str,
               gateway_pid: int) -> tuple[list[Cell], int]:
     cells, sent_through_gateway = [], 0
-    targets = {"direct": (fake_port, "/v1/chat/completions", SHARED_KEY),
-               "gateway": (gw_port, "/v1/chat/completions", gw_key)}
+    upstream = UPSTREAMS[args.provider]
     warmup = max(50, min(500, args.requests // 10))
     for stream in (False, True):
-        bodies = {"direct": body_file(workdir, stream), "gateway": body_file(workdir, stream, args.byok)}
+        kind = "stream" if stream else "json"
+        targets = {
+            "direct": (fake_port, upstream.direct_path(stream), tuple(h.format(key=SHARED_KEY) for h in upstream.headers),
+                       body_file(workdir, f"direct-{kind}", upstream.direct_body(stream)), upstream.stream_end),
+            "gateway": (gw_port, "/v1/chat/completions", (f"Authorization: Bearer {gw_key}",),
+                        body_file(workdir, f"gateway-{kind}", gateway_body(args.provider, stream, args.byok)),
+                        "data: [DONE]"),
+        }
         for concurrency in args.concurrency:
-            for target, (port, path, key) in targets.items():
-                body = bodies[target]
-                kind = "stream" if stream else "json"
+            for target, (port, path, headers, body, stream_end) in targets.items():
                 say(f"... {kind:6} c={concurrency:<3} {target:7} warm-up {warmup}, then {args.requests} requests")
-                warm = load(port, path, key, body, stream, warmup, concurrency, args.time_cap)
+                warm = load(port, path, headers, body, stream, warmup, concurrency, args.time_cap, stream_end)
                 workers = [pid for pid, _, _ in worker_rss(gateway_pid)]
                 before = cpu_seconds(workers)
-                result = load(port, path, key, body, stream, args.requests, concurrency, args.time_cap)
+                result = load(port, path, headers, body, stream, args.requests, concurrency, args.time_cap, stream_end)
                 if target == "gateway" and result["sent"]:
                     result["cpu_us"] = (cpu_seconds(workers) - before) / result["sent"] * 1e6
                 if target == "gateway":
@@ -252,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=5000, help="requests per measurement (default 5000)")
     parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--provider", default="openai", help="fake upstream provider (default openai)")
+    parser.add_argument("--provider", default="openai", choices=sorted(UPSTREAMS),
+                        help="the provider whose fake serves the calls (default openai)")
     parser.add_argument("--time-cap", type=float, default=20.0, help="seconds per measurement at most (default 20)")
     parser.add_argument("--sqlite", action="store_true", help="record into SQLite instead of PostgreSQL")
     parser.add_argument("--db-name", default="keyway_bench", help="PostgreSQL database to (re)create")

@@ -119,7 +119,7 @@ class Run:
                 elapsed = time.perf_counter() - started
                 if status != 200:
                     self._fail(f"http_{status}")
-                elif self.args.stream and not body.rstrip().endswith(b"data: [DONE]"):
+                elif self.args.stream and self.args.stream_end.encode() not in body[-1024:]:
                     self._fail("stream_incomplete")
                 else:
                     self.latencies.append(elapsed)
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--time-cap", type=float, default=30.0)
-    parser.add_argument("--stream", action="store_true", help="expect SSE ending in data: [DONE]")
+    parser.add_argument("--stream", action="store_true", help="expect an SSE stream ending in --stream-end")
+    parser.add_argument("--stream-end", default="data: [DONE]", help="how a complete stream ends (default OpenAI's)")
     args = parser.parse_args(argv)
     if args.host not in LOOPBACK:
         sys.exit("the load generator targets loopback only")
