@@ -29,7 +29,8 @@ class Config:
     # Seconds an organization's fallback policy may be cached per worker.
     POLICY_CACHE_SECONDS = 2.0
 
-    REDIS_URL = ""
+    # Slugs of the organizations whose admins may add price versions (the catalog is shared); empty: every admin.
+    PRICE_ADMIN_ORGS = ""
     SIMULATED_PROVIDERS = False
     METERING_MODE = "sync"  # sync | journal
     METERING_JOURNAL_DIR = "instance/journal"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, time, timezone
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,10 +44,21 @@ def add_version(session: Session, form: PriceForm) -> Price | None:
     return row
 
 
+def may_edit_prices() -> bool:
+    """The catalog is shared by every organization: PRICE_ADMIN_ORGS names whose admins may change it.
+
+    Empty (the default) suits the usual self-hosted case, one company with
+    several organizations: every admin may. A multi-tenant installation names
+    the operator's own organization, and other admins see the catalog read-only.
+    """
+    allowed = {s.strip() for s in current_app.config.get("PRICE_ADMIN_ORGS", "").split(",") if s.strip()}
+    return not allowed or current_user.organization.slug in allowed
+
+
 def _page(form: PriceForm, status: int = 200):
     rows = list(db.session.scalars(select(Price).where(Price.effective_to.is_(None))
                                    .order_by(Price.provider, Price.model)))
-    return render_template("admin/prices.html", prices=rows, form=form), status
+    return render_template("admin/prices.html", prices=rows, form=form, can_edit=may_edit_prices()), status
 
 
 @bp.get("")
@@ -59,6 +71,8 @@ def index():
 @bp.post("")
 @roles(*ADMIN)
 def create():
+    if not may_edit_prices():
+        abort(403)
     form = PriceForm()
     if not form.validate_on_submit():
         return _page(form, 400)
