@@ -4,8 +4,8 @@ The journaled writer commits events in batches; doing a batch row by row
 would cost five to seven statements per request. Here a batch costs a fixed
 handful: one duplicate check, one period lookup per organization and month,
 one locked credit settlement per organization, bulk inserts of records,
-attempts and ledger entries, one upsert per distinct rollup row, and one
-last-used update per gateway key.
+attempts and ledger entries, one upsert per distinct rollup row and per
+distinct daily summary row, and one last-used update per gateway key.
 """
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def write_batch(session: Session, events: list[UsageEvent]) -> int:
 
 def _settle_last(session: Session, events: list[UsageEvent], rows: list[dict[str, Any]]) -> None:
     """Settle credits at the very end of the batch, then correct the rare charge the balance capped.
+
+    The correction goes through metering.upsert_rollups, so the rollup and the
+    daily summary both get the same delta.
 
     Settling locks the organization's credit account row until commit. Done
     last, the lock is held for a few statements instead of the whole batch,

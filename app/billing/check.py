@@ -1,4 +1,4 @@
-"""`billing check`: rollups == raw records, ledger balance == sum of entries == usage, invoice totals == lines."""
+"""`billing check`: rollups and daily summary == raw records, ledger == entries == usage, invoices == lines."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from app.billing.invoicing import draft_view, stored_view
 from app.billing.money import ZERO, round_line_half_up
-from app.billing.rollups import COUNTS, DIMS, flag
-from app.models import CreditAccount, CreditEntry, Invoice, Organization, UsageRecord, UsageRollup
+from app.billing.rollups import COUNTS, DAILY_COUNTS, DAILY_DIMS, DIMS, flag
+from app.models import CreditAccount, CreditEntry, Invoice, Organization, UsageDaily, UsageRecord, UsageRollup
 
 MAX_REPORTED = 50
 
@@ -17,8 +17,8 @@ MAX_REPORTED = 50
 def run_checks(session: Session) -> list[str]:
     """Every mismatch found, each as one line naming the organization and what differs."""
     slugs = dict(session.execute(select(Organization.id, Organization.slug)).all())
-    problems = check_rollups(session, slugs) + check_ledger(session, slugs) + check_invoices(session, slugs)
-    return problems
+    checks = (check_rollups, check_daily, check_ledger, check_invoices)
+    return [problem for check in checks for problem in check(session, slugs)]
 
 
 def _day(session: Session):
@@ -58,15 +58,49 @@ def check_rollups(session: Session, slugs: dict[int, str]) -> list[str]:
     return problems[:MAX_REPORTED]
 
 
-def _normal(values) -> tuple:
+def _normal(values, names=COUNTS) -> tuple:
     """Counts as int, money as Decimal (a raw SQLite SUM of money is the integer of 1e-10 units)."""
     out = []
-    for name, value in zip(COUNTS, values):
-        if name in ("cost", "charged"):
+    for name, value in zip(names, values):
+        if name in ("cost", "charged", "reason_charged"):
             out.append(value if isinstance(value, Decimal) else Decimal(int(value or 0)).scaleb(-10))
         else:
             out.append(int(value or 0))
     return tuple(out)
+
+
+def check_daily(session: Session, slugs: dict[int, str]) -> list[str]:
+    """usage_daily == the raw records summed per org, day, provider, model, credential and cost status."""
+    r = UsageRecord
+    dims = [r.org_id, r.billing_period, r.provider, r.model, r.credential, r.cost_status]
+    with_reason = r.fallback_reason != ""
+    counts = [func.count(), func.sum(flag(r.status != "ok")), func.sum(flag(r.fallback.is_(True))),
+              func.sum(flag(r.cost_status == "unpriced")), func.sum(r.prompt_tokens),
+              func.sum(r.completion_tokens), func.sum(r.cached_tokens), func.sum(r.cache_write_tokens),
+              func.sum(r.reasoning_tokens), func.sum(r.latency_ms), func.sum(func.coalesce(r.cost, 0)),
+              func.sum(r.charged), func.sum(flag(with_reason)),
+              func.sum(case((with_reason, r.charged), else_=literal(0, r.charged.type)))]
+    day = _day(session)
+    raw = {(str(row[0]), *row[1:7]): _normal(row[7:], DAILY_COUNTS) for row in
+           session.execute(select(day, *dims, *counts).group_by(day, *dims))}
+    u = UsageDaily
+    names = [n for n in DAILY_DIMS if n != "day"]
+    summary = {(str(row[0]), *row[1:7]): _normal(row[7:], DAILY_COUNTS) for row in session.execute(
+        select(u.day, *(getattr(u, n) for n in names), *(getattr(u, c) for c in DAILY_COUNTS)))}
+    problems = []
+    for key in sorted(set(raw) | set(summary), key=str):
+        want, got = raw.get(key), summary.get(key)
+        if want == got:
+            continue
+        where = f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} {key[6]} period {key[2]}"
+        if want is None:
+            problems.append(f"daily summary without records: {where}")
+        elif got is None:
+            problems.append(f"records missing from the daily summary: {where} ({want[0]} requests)")
+        else:
+            diffs = ", ".join(f"{n} {g} != {w}" for n, g, w in zip(DAILY_COUNTS, got, want) if g != w)
+            problems.append(f"daily summary differs from records: {where}: {diffs} (summary != records)")
+    return problems[:MAX_REPORTED]
 
 
 def check_ledger(session: Session, slugs: dict[int, str]) -> list[str]:

@@ -1,6 +1,6 @@
 """The one seam that takes every usage record: `record(event)`.
 
-The writer stores the record, its attempts, the daily rollup and the credit
+The writer stores the record, its attempts, the daily rollup and summary and the credit
 settlement in one transaction, keyed by the gateway's request id so a replay
 never bills twice. Recording never fails a client response.
 """
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.billing import ledger
 from app.billing.money import ZERO
 from app.db import session_scope
-from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageRecord, UsageRollup
+from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageDaily, UsageRecord, UsageRollup
 from app.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def open_period(session: Session, org_id: int, at: datetime) -> str:
 
 
 def add_to_rollup(session: Session, r: UsageRecord) -> None:
-    """Upsert the record's counts into its rollup row, in the caller's transaction."""
+    """Upsert the record's counts into its rollup and daily summary rows, in the caller's transaction."""
     upsert_rollups(session, [rollup_row(r)])
 
 
@@ -212,12 +212,43 @@ def rollup_row(r: UsageRecord) -> tuple[dict, dict]:
 
 
 def upsert_rollups(session: Session, rows: list[tuple[dict, dict]]) -> None:
-    """Add each (dimensions, counts) pair to its rollup row; rows must have distinct dimensions."""
+    """Add each (dimensions, counts) pair to its rollup row and to its daily summary row.
+
+    Rows must have distinct dimensions. Both tables move in the caller's
+    transaction, so the summary never disagrees with the rollups; fine rows
+    first, then summary rows, each in a stable order (no lock-order deadlocks).
+    """
+    _upsert(session, UsageRollup, rows)
+    _upsert(session, UsageDaily, daily_rows(rows))
+
+
+DAILY_DIMS = ("org_id", "day", "billing_period", "provider", "model", "credential", "cost_status")
+
+
+def daily_rows(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Rollup rows summed into their usage_daily rows, sorted by dimensions."""
+    summed: dict[tuple, tuple[dict, dict]] = {}
+    for values, counts in rows:
+        dims = {name: values[name] for name in DAILY_DIMS}
+        with_reason = values["fallback_reason"] != ""
+        added = {**counts, "reason_requests": counts["requests"] if with_reason else 0,
+                 "reason_charged": counts["charged"] if with_reason else ZERO}
+        key = tuple(str(dims[name]) for name in DAILY_DIMS)
+        if key in summed:
+            total = summed[key][1]
+            for name, value in added.items():
+                total[name] = total[name] + value
+        else:
+            summed[key] = (dims, added)
+    return [summed[key] for key in sorted(summed)]
+
+
+def _upsert(session: Session, model, rows: list[tuple[dict, dict]]) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = UsageRollup.__table__
+    table = model.__table__
     for values, counts in rows:
-        stmt = insert(UsageRollup).values(**values, **counts)
+        stmt = insert(model).values(**values, **counts)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(values),
             set_={name: table.c[name] + stmt.excluded[name] for name in counts},

@@ -1,4 +1,4 @@
-"""Rebuild the daily usage rollups from the raw usage records, one UTC day per transaction."""
+"""Rebuild the daily usage rollups and their daily summary from the raw usage records, one UTC day per transaction."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
@@ -9,12 +9,14 @@ from sqlalchemy.orm import Session
 
 from app.billing.metering import lock_org_for_closing
 from app.db import session_scope
-from app.models import Organization, UsageRecord, UsageRollup
+from app.models import Organization, UsageDaily, UsageRecord, UsageRollup
 
 COUNTS = ("requests", "errors", "fallbacks", "unpriced_requests", "prompt_tokens", "completion_tokens",
           "cached_tokens", "cache_write_tokens", "reasoning_tokens", "latency_ms_total", "cost", "charged")
 DIMS = ("org_id", "billing_period", "provider", "model", "credential", "api_key_id", "byok_label",
         "fallback_reason", "cost_status")
+DAILY_DIMS = ("org_id", "day", "billing_period", "provider", "model", "credential", "cost_status")
+DAILY_COUNTS = COUNTS + ("reason_requests", "reason_charged")
 
 
 def flag(condition) -> "case":
@@ -44,16 +46,17 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def days_to_rebuild(session: Session, org_ids: list[int] | None, since: date | None) -> list[date]:
-    """Every day from `since` (or the first record or rollup) to the last record or rollup."""
-    rec = select(func.min(UsageRecord.created_at), func.max(UsageRecord.created_at))
-    roll = select(func.min(UsageRollup.day), func.max(UsageRollup.day))
+    """Every day from `since` (or the first record, rollup or summary row) to the last of them."""
+    queries = [select(func.min(UsageRecord.created_at), func.max(UsageRecord.created_at)),
+               select(func.min(UsageRollup.day), func.max(UsageRollup.day)),
+               select(func.min(UsageDaily.day), func.max(UsageDaily.day))]
     if org_ids is not None:
-        rec = rec.where(UsageRecord.org_id.in_(org_ids))
-        roll = roll.where(UsageRollup.org_id.in_(org_ids))
-    first_rec, last_rec = session.execute(rec).one()
-    first_roll, last_roll = session.execute(roll).one()
-    firsts = [d for d in (first_rec and first_rec.date(), first_roll) if d is not None]
-    lasts = [d for d in (last_rec and last_rec.date(), last_roll) if d is not None]
+        queries = [q.where(table.org_id.in_(org_ids))
+                   for q, table in zip(queries, (UsageRecord, UsageRollup, UsageDaily))]
+    bounds = [session.execute(q).one() for q in queries]
+    as_day = [lambda v: v and v.date(), lambda v: v, lambda v: v]
+    firsts = [d for (first, _), f in zip(bounds, as_day) if (d := f(first)) is not None]
+    lasts = [d for (_, last), f in zip(bounds, as_day) if (d := f(last)) is not None]
     if not firsts:
         return []
     first = max(since, min(firsts)) if since else min(firsts)
@@ -62,18 +65,36 @@ def days_to_rebuild(session: Session, org_ids: list[int] | None, since: date | N
 
 
 def rebuild_day(session: Session, day: date, org_ids: list[int] | None) -> int:
-    """Replace one day's rollups with the aggregate of its records; returns the rows written."""
+    """Replace one day's rollups and summary with the aggregate of its records; returns the rollup rows written."""
     locked = org_ids if org_ids is not None else list(session.scalars(select(Organization.id).order_by(Organization.id)))
     for org_id in sorted(locked):
         lock_org_for_closing(session, org_id)  # no record of these orgs commits mid-rebuild
-    wipe = delete(UsageRollup).where(UsageRollup.day == day)
-    if org_ids is not None:
-        wipe = wipe.where(UsageRollup.org_id.in_(org_ids))
-    session.execute(wipe)
+    for table in (UsageRollup, UsageDaily):
+        wipe = delete(table).where(table.day == day)
+        if org_ids is not None:
+            wipe = wipe.where(table.org_id.in_(org_ids))
+        session.execute(wipe)
     start, end = day_bounds(day)
     source = aggregate_records(start, end, org_ids).add_columns(literal(day).label("day"))
     result = session.execute(UsageRollup.__table__.insert().from_select([*DIMS, *COUNTS, "day"], source))
+    # The summary of the day is the sum of the rollups just written, in the same transaction.
+    session.execute(UsageDaily.__table__.insert().from_select([*DAILY_DIMS, *DAILY_COUNTS],
+                                                              daily_from_rollups(day, org_ids)))
     return max(result.rowcount or 0, 0)
+
+
+def daily_from_rollups(day: date, org_ids: list[int] | None):
+    """SELECT of the usage_daily rows (DAILY_DIMS + DAILY_COUNTS) of one day, from its rollups."""
+    u = UsageRollup
+    dims = [getattr(u, name) for name in DAILY_DIMS]
+    with_reason = u.fallback_reason != ""
+    sums = [func.sum(getattr(u, name)) for name in COUNTS]
+    sums += [func.sum(case((with_reason, u.requests), else_=0)),
+             func.sum(case((with_reason, u.charged), else_=literal(0, u.charged.type)))]
+    stmt = select(*dims, *sums).where(u.day == day)
+    if org_ids is not None:
+        stmt = stmt.where(u.org_id.in_(org_ids))
+    return stmt.group_by(*dims)
 
 
 def rebuild(org_ids: list[int] | None = None, since: date | None = None,

@@ -1,4 +1,10 @@
-"""Usage figures for the dashboard, always from usage_rollups (never a scan of raw records)."""
+"""Usage figures for the dashboard, from the rollup tables (never a scan of raw records).
+
+Two tables hold the same figures: usage_daily (org × day × provider × model ×
+credential × cost status) and usage_rollups, which also splits them by
+gateway key, BYOK label and fallback reason. A query reads the summary unless
+it filters or groups by one of those three (`source`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,19 +16,22 @@ from sqlalchemy import case, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from app.billing.money import ZERO
-from app.models import UsageRollup
+from app.models import UsageDaily, UsageRollup
 from app.types import Money
 
 R = UsageRollup
+S = UsageDaily
+# Each dimension by column name, read from whichever table the query uses.
 DIMENSIONS = {
-    "day": (R.day,),
-    "provider": (R.provider,),
-    "model": (R.provider, R.model),
-    "credential": (R.credential,),
-    "key": (R.api_key_id,),
-    "label": (R.byok_label,),
-    "fallback_reason": (R.fallback_reason,),
+    "day": ("day",),
+    "provider": ("provider",),
+    "model": ("provider", "model"),
+    "credential": ("credential",),
+    "key": ("api_key_id",),
+    "label": ("byok_label",),
+    "fallback_reason": ("fallback_reason",),
 }
+FINE_ONLY = ("key", "label", "fallback_reason")
 METRICS = ("requests", "errors", "error_rate", "fallbacks", "prompt_tokens", "completion_tokens", "tokens",
            "avg_latency_ms", "byok_cost", "shared_charged", "spend", "unpriced_requests")
 
@@ -31,23 +40,30 @@ def _money_sum(expr) -> Any:
     return type_coerce(func.coalesce(func.sum(expr), 0), Money())
 
 
-def metric_columns() -> list:
-    """The aggregate columns every query shares, labelled by metric name."""
-    byok = R.credential == "byok"
+def metric_columns(t=S) -> list:
+    """The aggregate columns every query shares, labelled by metric name, over table t."""
+    byok = t.credential == "byok"
+    zero = type_coerce(0, Money())
+    if t is S:
+        fallback_charged, fallback_requests = t.reason_charged, t.reason_requests
+    else:
+        with_reason = t.fallback_reason != ""
+        fallback_charged = case((with_reason, t.charged), else_=zero)
+        fallback_requests = case((with_reason, t.requests), else_=0)
     return [
-        func.sum(R.requests).label("requests"),
-        func.sum(R.errors).label("errors"),
-        func.sum(R.fallbacks).label("fallbacks"),
-        func.sum(R.unpriced_requests).label("unpriced_requests"),
-        func.sum(R.prompt_tokens).label("prompt_tokens"),
-        func.sum(R.completion_tokens).label("completion_tokens"),
-        func.sum(R.latency_ms_total).label("latency_ms_total"),
+        func.sum(t.requests).label("requests"),
+        func.sum(t.errors).label("errors"),
+        func.sum(t.fallbacks).label("fallbacks"),
+        func.sum(t.unpriced_requests).label("unpriced_requests"),
+        func.sum(t.prompt_tokens).label("prompt_tokens"),
+        func.sum(t.completion_tokens).label("completion_tokens"),
+        func.sum(t.latency_ms_total).label("latency_ms_total"),
         # BYOK traffic is paid to the provider at list price; shared traffic costs the credits charged.
-        _money_sum(case((byok, R.cost), else_=type_coerce(0, Money()))).label("byok_cost"),
-        _money_sum(R.charged).label("shared_charged"),
-        _money_sum(case((R.fallback_reason != "", R.charged), else_=type_coerce(0, Money()))).label("fallback_charged"),
+        _money_sum(case((byok, t.cost), else_=zero)).label("byok_cost"),
+        _money_sum(t.charged).label("shared_charged"),
+        _money_sum(fallback_charged).label("fallback_charged"),
         # Requests that set out on a BYOK key: served BYOK, or moved onto the pool by a fallback.
-        func.sum(case((byok, R.requests), (R.fallback_reason != "", R.requests), else_=0)).label("byok_attempted"),
+        func.sum(case((byok, t.requests), else_=fallback_requests)).label("byok_attempted"),
     ]
 
 
@@ -128,28 +144,35 @@ class UsageFilter:
     api_key_id: int | None = None
     label: str = ""
 
-    def clauses(self, org_id: int) -> list:
-        where = [R.org_id == org_id, R.day >= self.start, R.day <= self.end]
+    def source(self, group: str | None = None):
+        """The summary table, unless the grouping or a filter needs a key, label or fallback reason."""
+        if group in FINE_ONLY or self.api_key_id is not None or self.label:
+            return R
+        return S
+
+    def clauses(self, org_id: int, t) -> list:
+        """The WHERE clauses over table t (the summary has no key or label column: see `source`)."""
+        where = [t.org_id == org_id, t.day >= self.start, t.day <= self.end]
         if self.provider:
-            where.append(R.provider == self.provider)
+            where.append(t.provider == self.provider)
         if self.model:
-            where.append(R.model == self.model)
+            where.append(t.model == self.model)
         if self.credential:
-            where.append(R.credential == self.credential)
+            where.append(t.credential == self.credential)
         if self.api_key_id is not None:
-            where.append(R.api_key_id == self.api_key_id)
+            where.append(t.api_key_id == self.api_key_id)
         if self.label:
-            where.append(R.byok_label == self.label)
+            where.append(t.byok_label == self.label)
         return where
 
 
-def totals(session: Session, where: list) -> Totals:
-    return Totals.of(session.execute(select(*metric_columns()).where(*where)).one())
+def totals(session: Session, where: list, t=S) -> Totals:
+    return Totals.of(session.execute(select(*metric_columns(t)).where(*where)).one())
 
 
-def grouped(session: Session, where: list, dimension: str) -> list[Totals]:
-    dims = DIMENSIONS[dimension]
-    rows = session.execute(select(*dims, *metric_columns()).where(*where).group_by(*dims))
+def grouped(session: Session, where: list, dimension: str, t=S) -> list[Totals]:
+    dims = [getattr(t, name) for name in DIMENSIONS[dimension]]
+    rows = session.execute(select(*dims, *metric_columns(t)).where(*where).group_by(*dims))
     return [Totals.of(row, tuple(row[: len(dims)])) for row in rows]
 
 
@@ -162,9 +185,10 @@ def sort_rows(rows: list[Totals], metric: str, descending: bool) -> list[Totals]
     return sorted(present, key=lambda t: t.value(metric), reverse=descending) + missing
 
 
-def daily_totals(session: Session, where: list) -> dict[tuple[date, str], Totals]:
+def daily_totals(session: Session, where: list, t=S) -> dict[tuple[date, str], Totals]:
     """Totals per (UTC day, credential kind): one scan serves a chart and any window inside it."""
-    rows = session.execute(select(R.day, R.credential, *metric_columns()).where(*where).group_by(R.day, R.credential))
+    rows = session.execute(select(t.day, t.credential, *metric_columns(t)).where(*where)
+                           .group_by(t.day, t.credential))
     return {(row.day, row.credential): Totals.of(row) for row in rows}
 
 
@@ -183,8 +207,8 @@ def chart_series(daily: dict[tuple[date, str], Totals], start: date, end: date,
 
 
 def daily_by_credential(session: Session, where: list, start: date, end: date,
-                        metric: str = "spend") -> tuple[list[date], dict[str, list]]:
-    return chart_series(daily_totals(session, where), start, end, metric)
+                        metric: str = "spend", t=S) -> tuple[list[date], dict[str, list]]:
+    return chart_series(daily_totals(session, where, t), start, end, metric)
 
 
 def filter_options(session: Session, org_id: int, start: date, end: date) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Overview and usage pages, served from the daily rollups."""
+"""Overview and usage pages, from the daily summary (the fine rollups when a key, label or reason is asked for)."""
 from __future__ import annotations
 
 import csv
@@ -38,12 +38,12 @@ def overview():
     oid = org_id()
     today = utcnow().date()
     period = f"{today:%Y-%m}"
-    R = rollups.R
-    # Two scans of the rollups: the month by model (totals and top models), and 30 days by day.
-    by_model = rollups.grouped(session, [R.org_id == oid, R.billing_period == period], "model")
+    S = rollups.S
+    # Two scans of the daily summary: the month by model (totals and top models), and 30 days by day.
+    by_model = rollups.grouped(session, [S.org_id == oid, S.billing_period == period], "model", S)
     month = rollups.Totals.sum(by_model)
     start = today - timedelta(days=CHART_DAYS - 1)
-    daily = rollups.daily_totals(session, [R.org_id == oid, R.day >= start, R.day <= today])
+    daily = rollups.daily_totals(session, [S.org_id == oid, S.day >= start, S.day <= today], S)
     chart = stacked_bars(*rollups.chart_series(daily, start, today), axis_label_for("spend"))
     recent = rollups.Totals.sum([t for (day, _), t in daily.items() if day >= today - timedelta(days=1)])
     balance, reserved = ledger.balance_of(session, oid)
@@ -122,11 +122,11 @@ def usage_table(args) -> dict[str, Any]:
     group = _choice(args, "group", rollups.DIMENSIONS, "model")
     sort = _choice(args, "sort", ("name",) + rollups.METRICS, "spend")
     order = _choice(args, "order", ("asc", "desc"), "desc")
-    where = flt.clauses(oid)
-    rows = rollups.sort_rows(rollups.grouped(session, where, group), sort, order == "desc")
+    table = flt.source(group)
+    rows = rollups.sort_rows(rollups.grouped(session, flt.clauses(oid, table), group, table), sort, order == "desc")
     keys = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.org_id == oid).order_by(ApiKey.name))}
     return {"filter": flt, "errors": errors, "group": group, "sort": sort, "order": order, "rows": rows,
-            "total": rollups.Totals.sum(rows), "keys": keys, "where": where}
+            "total": rollups.Totals.sum(rows), "keys": keys}
 
 
 def row_name(group: str, key: tuple, keys: dict[int, ApiKey]) -> str:
@@ -148,7 +148,9 @@ def index():
     data = usage_table(request.args)
     flt = data["filter"]
     metric = _choice(request.args, "chart", CHART_METRICS, "spend")
-    days, series = rollups.daily_by_credential(db.session(), data["where"], flt.start, flt.end, metric)
+    chart_table = flt.source()  # the chart is by day whatever the grouping: only the filters matter
+    days, series = rollups.daily_by_credential(db.session(), flt.clauses(org_id(), chart_table), flt.start,
+                                               flt.end, metric, chart_table)
     options = rollups.filter_options(db.session(), org_id(), flt.start, flt.end)
     options["key"] = [(k.id, f"{k.name or 'unnamed'} ({k.prefix}…)") for k in data["keys"].values()]
     return render_template("usage/usage.html", **data, options=options, metric=metric,

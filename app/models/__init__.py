@@ -4,10 +4,10 @@ from app.models.credit import CreditAccount, CreditEntry
 from app.models.invoice import FinalizedPeriod, Invoice, InvoiceCounter, InvoiceLine
 from app.models.keys import SCOPES, ApiKey
 from app.models.pricing import Price
-from app.models.usage import UsageAttempt, UsageRecord, UsageRollup
+from app.models.usage import UsageAttempt, UsageDaily, UsageRecord, UsageRollup
 
 __all__ = [
     "ROLES", "SCOPES", "ApiKey", "AuditLog", "CreditAccount", "CreditEntry", "FinalizedPeriod",
     "Invoice", "InvoiceCounter", "InvoiceLine", "LoginThrottle", "Organization", "Price",
-    "UsageAttempt", "UsageRecord", "UsageRollup", "User",
+    "UsageAttempt", "UsageDaily", "UsageRecord", "UsageRollup", "User",
 ]

@@ -112,3 +112,45 @@ class UsageRollup(Base):
     latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))  # priced records only
     charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+
+
+class UsageDaily(Base):
+    """Per org × UTC day × provider × model × credential × cost status: the dashboard's coarse summary.
+
+    Kept in the same transaction as usage_rollups. It drops the key, label and
+    fallback-reason dimensions (about twenty times fewer rows), so pages that
+    never filter or group by them read far less; the two columns about
+    fallback reasons keep the fallback figures exact without the reason itself.
+    """
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (
+        UniqueConstraint("org_id", "day", "provider", "model", "credential", "billing_period", "cost_status",
+                         name="uq_usage_daily_dims"),
+        Index("ix_usage_daily_org_day", "org_id", "day"),
+        Index("ix_usage_daily_org_period", "org_id", "billing_period"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    day: Mapped[date] = mapped_column(Date)
+    billing_period: Mapped[str] = mapped_column(String(7))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    credential: Mapped[str] = mapped_column(String(8))
+    cost_status: Mapped[str] = mapped_column(String(10), default="priced")
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))  # priced records only
+    charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # Records that carry a fallback reason: the overview's fallback rate and fallback cost need them.
+    reason_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason_charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
