@@ -74,7 +74,24 @@ class UsageAttempt(Base):
     record: Mapped[UsageRecord] = relationship(back_populates="attempts")
 
 
-class UsageRollup(Base):
+class UsageCounts:
+    """What a summary row adds up: the rollups and the daily summary share it."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))  # priced records only
+    charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+
+
+class UsageRollup(UsageCounts, Base):
     """Per org × UTC day × provider × model × credential × key × label × fallback reason."""
 
     __tablename__ = "usage_rollups"
@@ -100,21 +117,9 @@ class UsageRollup(Base):
     fallback_reason: Mapped[str] = mapped_column(String(32), default="")
     # priced | unpriced | none: unpriced usage must never be summed into a priced line.
     cost_status: Mapped[str] = mapped_column(String(10), default="priced")
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    errors: Mapped[int] = mapped_column(BigInteger, default=0)
-    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
-    unpriced_requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))  # priced records only
-    charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
 
 
-class UsageDaily(Base):
+class UsageDaily(UsageCounts, Base):
     """Per org × UTC day × provider × model × credential × cost status: the dashboard's coarse summary.
 
     Kept in the same transaction as usage_rollups. It drops the key, label and
@@ -139,18 +144,6 @@ class UsageDaily(Base):
     model: Mapped[str] = mapped_column(String(128))
     credential: Mapped[str] = mapped_column(String(8))
     cost_status: Mapped[str] = mapped_column(String(10), default="priced")
-    requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    errors: Mapped[int] = mapped_column(BigInteger, default=0)
-    fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
-    unpriced_requests: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))  # priced records only
-    charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     # Records that carry a fallback reason: the overview's fallback rate and fallback cost need them.
     reason_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     reason_charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))

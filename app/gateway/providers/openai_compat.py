@@ -8,7 +8,7 @@ import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
 from app.gateway.providers.base import (Completion, Credentials, Provider, StreamState, UpstreamRequest, Usage,
-                                        token_count)
+                                        json_object, token_count)
 from app.gateway.schema import ChatRequest
 from app.gateway.sse import SSEEvent
 
@@ -49,11 +49,8 @@ class OpenAICompatible(Provider):
 
     # -- responses ---------------------------------------------------------
     def parse_response(self, body: bytes, req: ChatRequest, model: str) -> Completion:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        data = json_object(body)
+        if not isinstance(data.get("choices"), list):
             raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="no 'choices' in completion")
         return Completion(body=data, usage=usage_from_openai(data.get("usage")))
 
@@ -72,12 +69,7 @@ class OpenAICompatible(Provider):
         if data == "[DONE]":
             state.done = True
             return []
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="stream event is not JSON") from None
-        if not isinstance(payload, dict):
-            raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="stream event is not an object")
+        payload = json_object(data)
         if "error" in payload:
             raise UpstreamFailure(ErrorClass.SERVER_ERROR, None, detail="error event in stream",
                                   provider_code=_code_of(payload.get("error")))
