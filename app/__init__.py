@@ -30,6 +30,8 @@ def create_app(config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
 
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic announces its plugins at INFO on import; migrations speak up only when something is wrong.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     db.init_engine(app.config["DATABASE_URL"])
 
     @app.teardown_appcontext
