@@ -67,3 +67,29 @@ def test_cli_releases_stale_reservations(app, org):
         result = CliRunner().invoke(cli, ["credits", "release-stale", "--older-than-minutes", "60"])
     assert result.exit_code == 0, result.output
     assert "released 1 stale reservations" in result.output
+
+
+def test_settlement_releases_only_a_hold_that_exists(app, org):
+    """A hold lost before it reached the disk (a database crash) is not released out of thin air."""
+    grant(org, "10")
+    event = UsageEvent(request_id="gen-lost-hold", org_id=org.id, api_key_id=None, provider="openai",
+                       model="gpt-4o-mini", credential="shared", status="ok", http_status=200, cost=Decimal("0.5"),
+                       charge=Decimal("0.5"), reserved=Decimal("3"))
+    with db.session_scope() as session:
+        assert write(session, event)
+    with db.session_scope() as session:
+        assert ledger.balance_of(session, org.id) == (Decimal("9.5"), Decimal(0))
+        assert ledger.ledger_sum(session, org.id) == Decimal("9.5")
+
+
+def test_reservations_do_not_wait_for_the_wal_flush(app):
+    from sqlalchemy import text
+
+    if db.get_engine().dialect.name != "postgresql":
+        import pytest
+
+        pytest.skip("PostgreSQL only: SQLite has no asynchronous commit")
+    with db.hold_engine().connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with db.get_engine().connect() as conn:  # everything else stays durable
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"

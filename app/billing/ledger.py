@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.billing.money import ZERO
-from app.db import get_engine
+from app.db import get_engine, hold_engine
 from app.models import CreditAccount, CreditEntry
 from app.types import utcnow
 
@@ -88,7 +88,7 @@ def reserve(org_id: int, request_id: str, amount: Decimal) -> bool:
     now = utcnow()
     if engine.dialect.name == "postgresql":
         params = {"amount": amount, "now": now, "org_id": org_id, "request_id": request_id}
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with hold_engine().connect() as conn:
             return conn.execute(_RESERVE_PG, params).first() is not None
     with engine.begin() as conn:  # SQLite has one writer at a time: two plain statements
         moved = conn.execute(
@@ -114,7 +114,7 @@ def settle(session: Session, org_id: int, request_id: str, reserved: Decimal, ac
     charged < cost on the usage record.
     """
     balance = None
-    if reserved > 0 and not released_already(session, org_id, [request_id]):
+    if reserved > 0 and request_id in open_holds(session, org_id, [request_id]):
         balance = _move(session, org_id, reserved, reserved_delta=-reserved)
         _entry(session, org_id, "release", reserved, balance, request_id=request_id)
     if actual <= 0:
@@ -146,9 +146,9 @@ def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, D
         return [ZERO for _ in items]
     balance, reserved_total = row
     entries, charged = [], []
-    released = released_already(session, org_id, [rid for rid, reserved, _ in items if reserved > 0])
+    holding = open_holds(session, org_id, [rid for rid, reserved, _ in items if reserved > 0])
     for request_id, reserved, actual in items:
-        if reserved > 0 and request_id not in released:
+        if reserved > 0 and request_id in holding:
             balance, reserved_total = balance + reserved, reserved_total - reserved
             entries.append(dict(kind="release", amount=reserved, balance_after=balance, request_id=request_id))
         take = min(actual, balance) if actual > 0 else ZERO
@@ -163,12 +163,22 @@ def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, D
     return charged
 
 
-def released_already(session: Session, org_id: int, request_ids: list[str]) -> set[str]:
-    """Reservations a stale-reservation sweep has already given back (so a late settlement never does it twice)."""
+def open_holds(session: Session, org_id: int, request_ids: list[str]) -> set[str]:
+    """The request ids whose reservation is on the ledger and not yet released.
+
+    A settlement releases only these: never a hold a stale sweep already gave
+    back, nor one a database crash lost before it was flushed.
+    """
     if not request_ids:
         return set()
-    return set(session.scalars(select(CreditEntry.request_id).where(
-        CreditEntry.org_id == org_id, CreditEntry.kind == "release", CreditEntry.request_id.in_(request_ids))))
+    kinds: dict[str, set[str]] = {}
+    for request_id, kind in session.execute(
+        select(CreditEntry.request_id, CreditEntry.kind).where(
+            CreditEntry.org_id == org_id, CreditEntry.kind.in_(("reservation", "release")),
+            CreditEntry.request_id.in_(request_ids))
+    ):
+        kinds.setdefault(request_id, set()).add(kind)
+    return {rid for rid, seen in kinds.items() if seen == {"reservation"}}
 
 
 def release_stale(session: Session, older_than: timedelta = STALE_RESERVATION_AGE) -> int:
