@@ -90,7 +90,8 @@ def hold_engine() -> Engine:
     if engine.dialect.name != "postgresql":
         return engine
     if _hold_engine is None:
-        _hold_engine = create_engine(engine.url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): the caller retries once on a dropped connection.
+        _hold_engine = create_engine(engine.url, pool_size=10, max_overflow=20, pool_pre_ping=False,
                                      isolation_level="AUTOCOMMIT",
                                      connect_args={"options": "-c synchronous_commit=off"})
     return _hold_engine

@@ -93,3 +93,20 @@ def test_reservations_do_not_wait_for_the_wal_flush(app):
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
     with db.get_engine().connect() as conn:  # everything else stays durable
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+def test_reservation_survives_a_dropped_connection(app, org):
+    from sqlalchemy import text
+
+    if db.get_engine().dialect.name != "postgresql":
+        import pytest
+
+        pytest.skip("PostgreSQL only: the hold pool exists only there")
+    grant(org, "10")
+    assert ledger.reserve(org.id, "gen-before", Decimal("1"))
+    with db.get_engine().connect() as conn:  # the server drops every pooled hold connection
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"))
+    assert ledger.reserve(org.id, "gen-after", Decimal("1"))
+    with db.session_scope() as session:
+        assert ledger.balance_of(session, org.id) == (Decimal("8"), Decimal("2"))

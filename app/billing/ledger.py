@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.billing.money import ZERO
@@ -88,8 +89,14 @@ def reserve(org_id: int, request_id: str, amount: Decimal) -> bool:
     now = utcnow()
     if engine.dialect.name == "postgresql":
         params = {"amount": amount, "now": now, "org_id": org_id, "request_id": request_id}
-        with hold_engine().connect() as conn:
-            return conn.execute(_RESERVE_PG, params).first() is not None
+        for attempt in (1, 2):
+            try:
+                with hold_engine().connect() as conn:
+                    return conn.execute(_RESERVE_PG, params).first() is not None
+            except DBAPIError as exc:
+                # A pooled connection the server dropped (a restart, a failover): once more on a fresh one.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
     with engine.begin() as conn:  # SQLite has one writer at a time: two plain statements
         moved = conn.execute(
             update(CreditAccount.__table__)
