@@ -29,6 +29,11 @@ class Fault:
     after_events: int = 2  # reset_mid_stream: events sent before the reset
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard backlog of 5 refuses connections when a gateway opens dozens at once.
+    request_queue_size = 256
+
+
 @dataclass
 class Received:
     method: str
@@ -62,7 +67,7 @@ class FakeServer:
         class Handler(_Handler):
             server_fake = fake
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
