@@ -234,7 +234,7 @@ def test_reasoning_effort_raises_the_worst_case_reservation(app):
     def worst(**params):
         req = parse_chat_request({"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}],
                                   **params})
-        route = plan(req, [], FallbackPolicy(), app.config)
+        route = plan(req, [], FallbackPolicy())
         credits = Credits(Decimal(0), lambda amount: True, lambda: Decimal(0))
         return Router(req, route, FallbackPolicy(), credits, app.config, Trace())._worst_case()
 

@@ -27,35 +27,44 @@ def _day(session: Session):
     return func.date(UsageRecord.created_at)  # SQLite stores naive UTC text
 
 
+def _record_counts(r=UsageRecord) -> list:
+    """The raw records summed the way every summary row sums them (COUNTS order)."""
+    return [func.count(), func.sum(flag(r.status != "ok")), func.sum(flag(r.fallback.is_(True))),
+            func.sum(flag(r.cost_status == "unpriced")), func.sum(r.prompt_tokens),
+            func.sum(r.completion_tokens), func.sum(r.cached_tokens), func.sum(r.cache_write_tokens),
+            func.sum(r.reasoning_tokens), func.sum(r.latency_ms), func.sum(func.coalesce(r.cost, 0)),
+            func.sum(r.charged)]
+
+
+def _compare(raw: dict, stored: dict, names, where, table: str, missing_in: str, short: str) -> list[str]:
+    """One line per key whose stored summary differs from what the raw records add up to."""
+    problems = []
+    for key in sorted(set(raw) | set(stored), key=str):
+        want, got = raw.get(key), stored.get(key)
+        if want == got:
+            continue
+        if want is None:
+            problems.append(f"{table} without records: {where(key)}")
+        elif got is None:
+            problems.append(f"records missing from {missing_in}: {where(key)} ({want[0]} requests)")
+        else:
+            diffs = ", ".join(f"{n} {g} != {w}" for n, g, w in zip(names, got, want) if g != w)
+            problems.append(f"{table} differs from records: {where(key)}: {diffs} ({short} != records)")
+    return problems[:MAX_REPORTED]
+
+
 def check_rollups(session: Session, slugs: dict[int, str]) -> list[str]:
     r = UsageRecord
     day = _day(session)
     dims = [r.org_id, r.billing_period, r.provider, r.model, r.credential,
             func.coalesce(r.api_key_id, literal(0, Integer)), r.byok_label, r.fallback_reason, r.cost_status]
-    counts = [func.count(), func.sum(flag(r.status != "ok")), func.sum(flag(r.fallback.is_(True))),
-              func.sum(flag(r.cost_status == "unpriced")), func.sum(r.prompt_tokens),
-              func.sum(r.completion_tokens), func.sum(r.cached_tokens), func.sum(r.cache_write_tokens),
-              func.sum(r.reasoning_tokens), func.sum(r.latency_ms), func.sum(func.coalesce(r.cost, 0)),
-              func.sum(r.charged)]
     raw = {(str(row[0]), *row[1:10]): _normal(row[10:]) for row in
-           session.execute(select(day, *dims, *counts).group_by(day, *dims))}
+           session.execute(select(day, *dims, *_record_counts()).group_by(day, *dims))}
     u = UsageRollup
     rolled = {(str(row[0]), *row[1:10]): _normal(row[10:]) for row in session.execute(
         select(u.day, *(getattr(u, d) for d in DIMS), *(getattr(u, c) for c in COUNTS)))}
-    problems = []
-    for key in sorted(set(raw) | set(rolled), key=str):
-        want, got = raw.get(key), rolled.get(key)
-        if want == got:
-            continue
-        where = f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} period {key[2]}"
-        if want is None:
-            problems.append(f"rollup without records: {where}")
-        elif got is None:
-            problems.append(f"records missing from rollups: {where} ({want[0]} requests)")
-        else:
-            diffs = ", ".join(f"{n} {g} != {w}" for n, g, w in zip(COUNTS, got, want) if g != w)
-            problems.append(f"rollup differs from records: {where}: {diffs} (rollup != records)")
-    return problems[:MAX_REPORTED]
+    return _compare(raw, rolled, COUNTS, lambda key: (
+        f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} period {key[2]}"), "rollup", "rollups", "rollup")
 
 
 def _normal(values, names=COUNTS) -> tuple:
@@ -74,11 +83,7 @@ def check_daily(session: Session, slugs: dict[int, str]) -> list[str]:
     r = UsageRecord
     dims = [r.org_id, r.billing_period, r.provider, r.model, r.credential, r.cost_status]
     with_reason = r.fallback_reason != ""
-    counts = [func.count(), func.sum(flag(r.status != "ok")), func.sum(flag(r.fallback.is_(True))),
-              func.sum(flag(r.cost_status == "unpriced")), func.sum(r.prompt_tokens),
-              func.sum(r.completion_tokens), func.sum(r.cached_tokens), func.sum(r.cache_write_tokens),
-              func.sum(r.reasoning_tokens), func.sum(r.latency_ms), func.sum(func.coalesce(r.cost, 0)),
-              func.sum(r.charged), func.sum(flag(with_reason)),
+    counts = [*_record_counts(), func.sum(flag(with_reason)),
               func.sum(case((with_reason, r.charged), else_=literal(0, r.charged.type)))]
     day = _day(session)
     raw = {(str(row[0]), *row[1:7]): _normal(row[7:], DAILY_COUNTS) for row in
@@ -87,20 +92,9 @@ def check_daily(session: Session, slugs: dict[int, str]) -> list[str]:
     names = [n for n in DAILY_DIMS if n != "day"]
     summary = {(str(row[0]), *row[1:7]): _normal(row[7:], DAILY_COUNTS) for row in session.execute(
         select(u.day, *(getattr(u, n) for n in names), *(getattr(u, c) for c in DAILY_COUNTS)))}
-    problems = []
-    for key in sorted(set(raw) | set(summary), key=str):
-        want, got = raw.get(key), summary.get(key)
-        if want == got:
-            continue
-        where = f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} {key[6]} period {key[2]}"
-        if want is None:
-            problems.append(f"daily summary without records: {where}")
-        elif got is None:
-            problems.append(f"records missing from the daily summary: {where} ({want[0]} requests)")
-        else:
-            diffs = ", ".join(f"{n} {g} != {w}" for n, g, w in zip(DAILY_COUNTS, got, want) if g != w)
-            problems.append(f"daily summary differs from records: {where}: {diffs} (summary != records)")
-    return problems[:MAX_REPORTED]
+    return _compare(raw, summary, DAILY_COUNTS, lambda key: (
+        f"org {slugs.get(key[1], key[1])} day {key[0]} {key[3]}/{key[4]} {key[5]} {key[6]} period {key[2]}"),
+        "daily summary", "the daily summary", "summary")
 
 
 def check_ledger(session: Session, slugs: dict[int, str]) -> list[str]:

@@ -79,21 +79,21 @@ def resolve_model(name: str, entries: list[ByokEntry]) -> tuple[str | None, str]
     return None, name
 
 
-def _shared_provider(model: str, entries: list[ByokEntry], config: dict[str, Any]) -> str | None:
+def _shared_provider(model: str, entries: list[ByokEntry]) -> str | None:
     """For a bare model name: the BYOK provider if it is priced, else a catalog provider with platform keys."""
     book = price_book()
     for entry in entries:
         if book.lookup(entry.provider, model):
             return entry.provider
     candidates = book.providers_of(model)
-    with_keys = [p for p in candidates if REGISTRY.get(p) and REGISTRY[p].shared_credentials(config)]
+    with_keys = [p for p in candidates if REGISTRY.get(p) and REGISTRY[p].shared_pool()]
     return (with_keys or candidates or [None])[0]
 
 
-def plan(req: ChatRequest, entries: list[ByokEntry], policy: FallbackPolicy, config: dict[str, Any]) -> Plan:
+def plan(req: ChatRequest, entries: list[ByokEntry], policy: FallbackPolicy) -> Plan:
     provider_id, model = resolve_model(req.model, entries)
     byok = [Attempt(REGISTRY[e.provider], model, "byok", e.credentials, e.label) for e in entries]
-    shared_id = provider_id or _shared_provider(model, entries, config)
+    shared_id = provider_id or _shared_provider(model, entries)
     price = price_book().lookup(shared_id, model) if shared_id else None
     shared = Attempt(REGISTRY[shared_id], model, "shared") if shared_id and price else None
     if not entries and shared is None:
@@ -155,7 +155,7 @@ class Router:
     def _shared(self, byok_failure: UpstreamFailure | None, byok_provider: str) -> "Completion | UpstreamStream":
         attempt = self.plan.shared
         assert attempt is not None
-        keys = attempt.provider.shared_credentials(self.config)
+        keys = attempt.provider.shared_pool()
         if not keys:
             self._refuse(byok_failure, byok_provider, "no_shared_capacity")
         worst = self._worst_case()

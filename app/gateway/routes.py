@@ -44,7 +44,7 @@ def chat_completions() -> Response:
         entries = parse_byok_conf(body.pop("byok_conf", None), config)
         outcome.label = entries[0].label if entries else ""
         outcome.req = req = parse_chat_request(body)
-        route = plan(req, entries, caller.policy, config)
+        route = plan(req, entries, caller.policy)
         result = Router(req, route, caller.policy, _credits(caller, request_id), config, outcome.trace).run()
     except GatewayError as exc:
         metering.record(outcome.event("error", exc.status, error_class=_error_class(exc)))
@@ -67,6 +67,7 @@ def _stream(upstream: UpstreamStream, outcome: Outcome) -> Iterator[bytes]:
     req = outcome.req
     assert req is not None
     status, http_status, error_class = "ok", 200, ""
+    usage = None
     try:
         for chunks in upstream:
             out = []
@@ -76,7 +77,7 @@ def _stream(upstream: UpstreamStream, outcome: Outcome) -> Iterator[bytes]:
                 out.append(sse.frame(piece))
             outcome.first_byte()
             yield b"".join(out)
-        usage = _stream_usage(upstream, outcome)
+        usage = _stream_usage(upstream, outcome)  # priced once: the record below reuses it
         if req.include_usage:
             yield sse.frame({"id": outcome.request_id, "object": "chat.completion.chunk",
                              "created": upstream.state.created, "model": req.model, "choices": [],
@@ -94,7 +95,8 @@ def _stream(upstream: UpstreamStream, outcome: Outcome) -> Iterator[bytes]:
         raise
     finally:
         upstream.close()
-        usage = _stream_usage(upstream, outcome)
+        if usage is None:  # cut short: price what was received
+            usage = _stream_usage(upstream, outcome)
         metering.record(outcome.event(status, http_status, usage, error_class))
 
 

@@ -74,9 +74,18 @@ class UsageAttempt(Base):
     record: Mapped[UsageRecord] = relationship(back_populates="attempts")
 
 
-class UsageCounts:
-    """What a summary row adds up: the rollups and the daily summary share it."""
+class UsageSummary:
+    """What the rollups and the daily summary share: the common dimensions and what a row adds up."""
 
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    day: Mapped[date] = mapped_column(Date)
+    billing_period: Mapped[str] = mapped_column(String(7))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    credential: Mapped[str] = mapped_column(String(8))
+    # priced | unpriced | none: unpriced usage must never be summed into a priced line.
+    cost_status: Mapped[str] = mapped_column(String(10), default="priced")
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     fallbacks: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -91,7 +100,7 @@ class UsageCounts:
     charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
 
 
-class UsageRollup(UsageCounts, Base):
+class UsageRollup(UsageSummary, Base):
     """Per org × UTC day × provider × model × credential × key × label × fallback reason."""
 
     __tablename__ = "usage_rollups"
@@ -104,22 +113,13 @@ class UsageRollup(UsageCounts, Base):
         Index("ix_usage_rollups_org_period", "org_id", "billing_period"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
-    day: Mapped[date] = mapped_column(Date)
-    billing_period: Mapped[str] = mapped_column(String(7))
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    credential: Mapped[str] = mapped_column(String(8))
     # 0 rather than NULL so the unique constraint holds on every backend.
     api_key_id: Mapped[int] = mapped_column(Integer, default=0)
     byok_label: Mapped[str] = mapped_column(String(64), default="")
     fallback_reason: Mapped[str] = mapped_column(String(32), default="")
-    # priced | unpriced | none: unpriced usage must never be summed into a priced line.
-    cost_status: Mapped[str] = mapped_column(String(10), default="priced")
 
 
-class UsageDaily(UsageCounts, Base):
+class UsageDaily(UsageSummary, Base):
     """Per org × UTC day × provider × model × credential × cost status: the dashboard's coarse summary.
 
     Kept in the same transaction as usage_rollups. It drops the key, label and
@@ -136,14 +136,6 @@ class UsageDaily(UsageCounts, Base):
         Index("ix_usage_daily_org_period", "org_id", "billing_period"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
-    day: Mapped[date] = mapped_column(Date)
-    billing_period: Mapped[str] = mapped_column(String(7))
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    credential: Mapped[str] = mapped_column(String(8))
-    cost_status: Mapped[str] = mapped_column(String(10), default="priced")
     # Records that carry a fallback reason: the overview's fallback rate and fallback cost need them.
     reason_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     reason_charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
-from app.gateway.providers.base import Completion, StreamState, Usage, chunk, json_object, token_count
+from app.gateway.providers.base import (Completion, StreamState, Usage, assistant_message, chunk, json_object,
+                                        token_count, tool_call)
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
           "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -46,15 +47,8 @@ def parse_message(body: bytes, model: str) -> Completion:
         elif kind == "thinking":
             thoughts.append(block.get("thinking") or "")
         elif kind == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"),
-                                       "arguments": orjson.dumps(block.get("input") or {}).decode()}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                               "refusal": None}
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    if calls:
-        message["tool_calls"] = calls
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
+    message = assistant_message(texts, thoughts, calls)
     usage = usage_of(data.get("usage") or {})
     return Completion(body={
         "id": data.get("id") or "", "object": "chat.completion", "created": int(time.time()), "model": model,

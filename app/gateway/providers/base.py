@@ -108,8 +108,15 @@ class Provider:
     optional_credentials: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str] = ""
 
+    _shared_pool: tuple[Credentials, ...] = ()
+
     def configure(self, config: dict[str, Any]) -> None:
-        """Read this provider's process-wide settings when the app is built (e.g. a token endpoint)."""
+        """Read this provider's process-wide settings once, when the app is built: the shared pool among them."""
+        self._shared_pool = tuple(self.shared_credentials(config))
+
+    def shared_pool(self) -> tuple[Credentials, ...]:
+        """The platform's credentials for this provider, as read from the configuration at start-up."""
+        return self._shared_pool
 
     # -- credentials -------------------------------------------------------
     def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
@@ -193,3 +200,20 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not a JSON object")
     return data
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """An OpenAI tool call from a provider's tool-use block (arguments as the JSON text OpenAI sends)."""
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(arguments or {}).decode()}}
+
+
+def assistant_message(texts: list[str], thoughts: list[str], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAI assistant message from a provider's text, thinking and tool-use blocks."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                               "refusal": None}
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
+    if calls:
+        message["tool_calls"] = calls
+    return message

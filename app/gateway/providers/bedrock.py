@@ -26,7 +26,8 @@ from botocore.credentials import Credentials as AwsCredentials
 
 from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure, classify_status, parse_retry_after
 from app.gateway.providers import bedrock_stream
-from app.gateway.providers.base import Completion, Credentials, Provider, StreamState, UpstreamRequest
+from app.gateway.providers.base import (Completion, Credentials, Provider, StreamState, UpstreamRequest,
+                                        assistant_message, tool_call)
 from app.gateway.providers.bedrock_request import converse_body
 from app.gateway.schema import ChatRequest
 
@@ -169,19 +170,12 @@ def _message(content: list[Any]) -> dict[str, Any]:
             tool = block["toolUse"]
             if not isinstance(tool.get("toolUseId"), str) or not isinstance(tool.get("name"), str):
                 raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="toolUse without id or name")
-            calls.append({"id": tool["toolUseId"], "type": "function", "function": {
-                "name": tool["name"], "arguments": orjson.dumps(tool.get("input", {})).decode()}})
+            calls.append(tool_call(tool["toolUseId"], tool["name"], tool.get("input")))
         elif isinstance(block.get("reasoningContent"), dict):
             text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
             if isinstance(text, str):
                 reasoning.append(text)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                               "refusal": None}
-    if calls:
-        message["tool_calls"] = calls
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    return message
+    return assistant_message(texts, reasoning, calls)
 
 
 def _error_type(headers: dict[str, str], body: bytes) -> str | None:

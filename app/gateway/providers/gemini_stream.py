@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import ErrorClass, UpstreamFailure, classify_status, parse_retry_after
-from app.gateway.providers.base import Completion, StreamState, Usage, chunk, json_object, token_count
+from app.gateway.providers.base import (Completion, StreamState, Usage, assistant_message, chunk, json_object,
+                                        token_count, tool_call)
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 GOOGLE_STATUS = {
@@ -58,12 +59,7 @@ def parse_response(body: bytes, model: str) -> Completion:
             calls.append(_tool_call(part["functionCall"]))
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else texts).append(part["text"])
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                               "refusal": None}
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
-    if calls:
-        message["tool_calls"] = calls
+    message = assistant_message(texts, thoughts, calls)
     usage = usage_of(data.get("usageMetadata") or {})
     return Completion(body={
         "id": data.get("responseId") or "", "object": "chat.completion", "created": int(time.time()),
@@ -77,8 +73,7 @@ def _tool_call(call: Any) -> dict[str, Any]:
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="functionCall without a name")
     call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{uuid.uuid4().hex[:24]}"
-    return {"id": call_id, "type": "function",
-            "function": {"name": call["name"], "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+    return tool_call(call_id, call["name"], call.get("args"))
 
 
 def classify_error(status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:

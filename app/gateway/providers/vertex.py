@@ -19,6 +19,7 @@ regional `https://{region}-aiplatform.googleapis.com` origin (tests, proxies).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -38,6 +39,7 @@ from app.gateway.providers.gemini import generate_body
 from app.gateway.schema import ChatRequest
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
+log = logging.getLogger(__name__)
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_REGION = "us-central1"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -59,6 +61,7 @@ class Vertex(Provider):
 
     def configure(self, config: dict[str, Any]) -> None:
         self.token_url = config.get("GATEWAY_VERTEX_TOKEN_URL") or DEFAULT_TOKEN_URL
+        super().configure(config)
 
     # -- credentials -------------------------------------------------------------------
     def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
@@ -86,8 +89,13 @@ class Vertex(Provider):
             return []
         if token:
             return [Credentials({"project_id": project, "region": region, "access_token": token})]
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                info = json.load(fh)
+        except (OSError, ValueError) as exc:
+            log.warning("GATEWAY_VERTEX_SHARED_SERVICE_ACCOUNT_FILE could not be read (%s); "
+                        "the Vertex shared pool is disabled", type(exc).__name__)
+            return []
         return [Credentials({"project_id": project, "region": region, "service_account": info})]
 
     def authorize(self, creds: Credentials, deadline: float) -> Credentials:
