@@ -1,6 +1,6 @@
 """The demo's server: simulated providers on loopback in this process, `manage.py serve` in a child.
 
-The simulated providers are the fake provider servers of tests/fakes/, which
+The simulated providers are the fake provider servers of simulators/, which
 speak each provider's real wire format and validate what they receive, so the
 demo exercises exactly the adapters the tests pin (docs/demo.md).
 """
@@ -27,15 +27,10 @@ REPLY = "Hello from Keyway's simulated provider. This answer never left your mac
 
 
 def simulated_providers() -> tuple[list, dict[str, str]]:
-    """The fake provider servers of tests/fakes, bound on loopback (not yet started), and the env pointing at them."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    try:
-        from tests.fakes.openai import FakeOpenAI
-        from tests.fakes.server import Fault
-    except ImportError:
-        raise click.ClickException("the simulated providers live in tests/fakes/; run the demo from a checkout") \
-            from None
+    """The fake provider servers of simulators, bound on loopback (not yet started), and the env pointing at them."""
+    from simulators.openai import FakeOpenAI
+    from simulators.server import Fault
+
     openai, azure = FakeOpenAI(reply=REPLY), FakeOpenAI(flavor="azure", reply=REPLY)
     env = {}
     for pid in OPENAI_COMPATIBLE:
@@ -47,10 +42,7 @@ def simulated_providers() -> tuple[list, dict[str, str]]:
     openai.on_key("sk-demo-revoked", Fault("status", 401))
     fakes = [openai, azure]
     for provider, setup in NATIVE.items():
-        try:
-            module = importlib.import_module(f"tests.fakes.{provider}")
-        except ImportError:
-            continue  # that provider's fake has not landed yet
+        module = importlib.import_module(f"simulators.{provider}")
         fake, settings = setup(module)
         fakes.append(fake)
         env.update(settings)

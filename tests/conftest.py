@@ -17,7 +17,7 @@ from app import create_app, db
 from app.billing.pricing import import_catalog, load_catalog, price_book
 from app.gateway import auth
 from app.migrate import upgrade
-from tests.fakes.openai import FakeOpenAI
+from simulators.openai import FakeOpenAI
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 

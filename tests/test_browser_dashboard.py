@@ -13,7 +13,7 @@ import requests
 
 from tests.dashboard_helpers import PASSWORD, days_ago, login, record, users  # noqa: F401
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.test_dashboard_access import previous_period
 
 CHROMIUM = shutil.which("chromium")

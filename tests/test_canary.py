@@ -8,7 +8,7 @@ import pytest
 
 from tests.canary import LogCapture, assert_nowhere
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import MESSAGES, byok, chat
 
 CANARY = "sk-canary-" + secrets.token_urlsafe(30)

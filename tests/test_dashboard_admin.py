@@ -14,7 +14,7 @@ from app.models import ApiKey, AuditLog, CreditEntry, Organization, Price, User
 from app.types import utcnow
 from tests.dashboard_helpers import gateway_key_for, login, make_user, post, users  # noqa: F401
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import byok, chat
 
 USER_KEY = "sk-user-dashboard-0001"

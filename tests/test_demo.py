@@ -280,7 +280,7 @@ def test_demo_serves_chat_through_the_simulated_providers(tmp_path):
         assert {"openai", "azure", "mistral", "groq"} <= simulated
         for provider, model in SAMPLE_MODELS.items():
             if provider not in simulated:
-                continue  # that provider's fake has not landed in tests/fakes/ yet
+                continue  # that provider's fake has not landed in simulators/ yet
             answer = requests.post(f"{base}/v1/chat/completions", json=dict(body, model=f"{provider}/{model}"),
                                    headers=auth, timeout=30)
             assert answer.status_code == 200, (provider, answer.text)

@@ -9,7 +9,7 @@ from app import db
 from app.billing.ledger import balance_of, ledger_sum
 from app.models import Organization
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import byok, chat, only_record, sse_payloads
 
 USER_KEY = "sk-user-key-under-test"

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select, text
 from app import db
 from app.billing import ledger
 from app.models import CreditEntry
-from tests.fakes.openai import FakeOpenAI
+from simulators.openai import FakeOpenAI
 from tests.test_billing_support import balance, grant
 
 pytestmark = [

@@ -14,7 +14,7 @@ from app import db
 from app.billing import ledger
 from app.models import CreditEntry, Organization, UsageRecord
 from tests.factories import OrganizationFactory, issue_key
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.test_billing_support import balance, grant
 
 USER_KEY = "sk-user-ledger-test-0001"

@@ -5,7 +5,7 @@ import openai
 import pytest
 
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import MESSAGES, only_record
 
 BYOK = {"byok_conf": {"provider": "openai", "credentials": {"api_key": "sk-sdk-user-key"}, "label": "sdk"}}

@@ -11,9 +11,9 @@ from app.gateway.schema import parse_chat_request
 from app.gateway.sse import SSEEvent
 from tests.canary import LogCapture, assert_nowhere
 from tests.factories import grant
-from tests.fakes import anthropic as fake_api
-from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.server import Fault
+from simulators import anthropic as fake_api
+from simulators.anthropic import FakeAnthropic
+from simulators.server import Fault
 from tests.helpers import byok, chat, only_record, sse_payloads
 
 PROVIDER = REGISTRY["anthropic"]

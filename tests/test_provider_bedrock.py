@@ -12,8 +12,8 @@ from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
 from app.gateway.providers import REGISTRY
 from app.gateway.providers.base import Credentials
 from app.gateway.schema import parse_chat_request
-from tests.fakes.bedrock import FakeBedrock, exception_message, stream_messages
-from tests.fakes.bedrock_wire import encode_message
+from simulators.bedrock import FakeBedrock, exception_message, stream_messages
+from simulators.bedrock_wire import encode_message
 
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 AKID = "AKIAGOLDENTEST000001"

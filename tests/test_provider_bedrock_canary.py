@@ -9,8 +9,8 @@ import pytest
 
 from tests.canary import LogCapture, assert_nowhere
 from tests.factories import grant
-from tests.fakes.bedrock import aws_fault, stream_exception
-from tests.fakes.server import Fault
+from simulators.bedrock import aws_fault, stream_exception
+from simulators.server import Fault
 from tests.test_provider_bedrock_gateway import (  # noqa: F401  (fixtures)
     MODEL, SHARED_AKID, _bedrock_server, app_config, fake_bedrock,
 )

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from app import db
 from app.models import UsageRecord
 from tests.factories import grant
-from tests.fakes.bedrock import FakeBedrock, aws_fault, stream_exception
-from tests.fakes.server import Fault
+from simulators.bedrock import FakeBedrock, aws_fault, stream_exception
+from simulators.server import Fault
 
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 AKID = "AKIABYOKUSERKEY00001"

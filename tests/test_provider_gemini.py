@@ -10,9 +10,9 @@ from app.gateway.providers.base import Credentials
 from app.gateway.schema import parse_chat_request
 from tests.canary import LogCapture, assert_nowhere
 from tests.factories import grant
-from tests.fakes import gemini as fake_api
-from tests.fakes.gemini import FakeGemini
-from tests.fakes.server import Fault
+from simulators import gemini as fake_api
+from simulators.gemini import FakeGemini
+from simulators.server import Fault
 from tests.helpers import byok, chat, only_record, sse_payloads
 
 PROVIDER = REGISTRY["gemini"]

@@ -12,9 +12,9 @@ from app.gateway.providers.base import Credentials
 from app.gateway.schema import parse_chat_request
 from tests.canary import LogCapture, assert_nowhere
 from tests.factories import grant
-from tests.fakes import anthropic as fake_claude
-from tests.fakes.server import Fault
-from tests.fakes.vertex import TOKEN_ENDPOINT, FakeVertex
+from simulators import anthropic as fake_claude
+from simulators.server import Fault
+from simulators.vertex import TOKEN_ENDPOINT, FakeVertex
 from tests.helpers import chat, only_record, sse_payloads
 
 PROVIDER = REGISTRY["vertex"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.test_cli import ROOT, free_port, last_line, manage, rows
 
 STREAMS = 40

@@ -7,8 +7,8 @@ import pytest
 from app.gateway.providers import REGISTRY
 from app.gateway.providers.base import Credentials
 from app.gateway.schema import parse_chat_request
-from tests.fakes import anthropic as fake_claude
-from tests.fakes import gemini as fake_gemini
+from simulators import anthropic as fake_claude
+from simulators import gemini as fake_gemini
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 

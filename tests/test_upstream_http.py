@@ -8,7 +8,7 @@ import pytest
 from app.gateway import http
 from app.gateway.errors import ErrorClass, UpstreamFailure
 from app.gateway.providers.base import UpstreamRequest
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import byok, chat, only_record
 
 

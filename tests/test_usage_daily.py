@@ -15,7 +15,7 @@ from app.billing.check import run_checks
 from app.models import UsageDaily, UsageRecord
 from app.security import new_request_id
 from tests.factories import grant
-from tests.fakes.server import Fault
+from simulators.server import Fault
 from tests.helpers import byok, chat
 from tests.test_billing_rollups import seed_traffic
 from tests.test_billing_support import month_start, run_cli, usage_event

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tests.fakes.server import Fault, FakeServer, Received, Reject, stream_events
+from simulators.server import Fault, FakeServer, Received, Reject, stream_events
 
 KNOWN = {"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
          "stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"}

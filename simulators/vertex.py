@@ -25,9 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from tests.fakes import anthropic as claude
-from tests.fakes import gemini
-from tests.fakes.server import Fault, FakeServer, Received, Reject
+from simulators import anthropic as claude
+from simulators import gemini
+from simulators.server import Fault, FakeServer, Received, Reject
 
 TOKEN_ENDPOINT = "token-endpoint"  # the credential name faults use to target the token endpoint
 PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:]+):(\w+)$")

@@ -21,8 +21,8 @@ from urllib.parse import unquote
 
 import orjson
 
-from tests.fakes.bedrock_wire import AUTH_HEADER, AwsError, encode_message, verify_sigv4
-from tests.fakes.server import Fault, FakeServer, Received
+from simulators.bedrock_wire import AUTH_HEADER, AwsError, encode_message, verify_sigv4
+from simulators.server import Fault, FakeServer, Received
 
 STATUS = {
     "ThrottlingException": 429, "ServiceUnavailableException": 503, "ModelNotReadyException": 429,

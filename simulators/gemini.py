@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from tests.fakes.server import Fault, FakeServer, Received, Reject, stream_events
+from simulators.server import Fault, FakeServer, Received, Reject, stream_events
 
 KNOWN = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
          "cachedContent", "labels"}

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from tests.fakes.server import Fault, FakeServer, Received, Reject, stream_events
+from simulators.server import Fault, FakeServer, Received, Reject, stream_events
 
 KNOWN = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
