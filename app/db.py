@@ -55,7 +55,25 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return pin_utc(create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True))
+
+
+def pin_utc(engine: Engine) -> Engine:
+    """Every PostgreSQL session runs in UTC, whatever the server, database, role or client (PGTZ) default.
+
+    Billing periods and rollup days are UTC months and days; SQL that turns a
+    timestamptz into a date (date(), date_trunc, ::date) uses the session's
+    TimeZone. A SET after connecting, because a startup option loses to PGTZ.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _utc(dbapi_conn, _record):
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+        if not dbapi_conn.autocommit:
+            dbapi_conn.commit()  # a rolled-back SET would be undone
+
+    return engine
 
 
 def init_engine(url: str) -> Engine:
@@ -91,9 +109,9 @@ def hold_engine() -> Engine:
         return engine
     if _hold_engine is None:
         # No pre-ping (a round trip per checkout): the caller retries once on a dropped connection.
-        _hold_engine = create_engine(engine.url, pool_size=10, max_overflow=20, pool_pre_ping=False,
-                                     isolation_level="AUTOCOMMIT",
-                                     connect_args={"options": "-c synchronous_commit=off"})
+        _hold_engine = pin_utc(create_engine(engine.url, pool_size=10, max_overflow=20, pool_pre_ping=False,
+                                             isolation_level="AUTOCOMMIT",
+                                             connect_args={"options": "-c synchronous_commit=off"}))
     return _hold_engine
 
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any, Iterator
 
 import pytest
+import time_machine
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
@@ -18,6 +19,7 @@ from app.billing.pricing import import_catalog, load_catalog, price_book
 from app.gateway import auth
 from app.migrate import upgrade
 from simulators.openai import FakeOpenAI
+from tests.clock import INSTANTS, NOON
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 
@@ -29,6 +31,34 @@ def _trap_float_in_money():
     ctx.traps[decimal.FloatOperation] = True
     yield
     ctx.traps[decimal.FloatOperation] = False
+
+
+# -- the clock -------------------------------------------------------------------
+@pytest.fixture(params=list(INSTANTS.values()), ids=list(INSTANTS))
+def instant(request):
+    """Take this fixture to run a test at each boundary instant, the clock stopped there (see tests/clock.py)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _clock(request):
+    """Every test runs at a fixed instant, whatever today's date: see tests/clock.py."""
+    if request.node.get_closest_marker("real_clock"):
+        yield None
+        return
+    if "instant" in request.fixturenames:
+        destination, tick = request.getfixturevalue("instant"), False
+    else:
+        destination, tick = NOON, True
+    with time_machine.travel(destination, tick=tick) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def clock(_clock):
+    """The frozen clock, to move within a test: clock.move_to(moment, tick=False)."""
+    assert _clock is not None, "a real_clock test has no frozen clock to move"
+    return _clock
 
 
 # -- database --------------------------------------------------------------------

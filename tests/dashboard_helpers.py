@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from app.billing.metering import AttemptEvent, UsageEvent
 from app.cli import create_key
 from app.models import ApiKey, User
 from app.security import hash_password
+from tests.clock import days_ago  # noqa: F401  (the dashboard tests' date helper)
 
 PASSWORD = "correct horse battery staple"
 ROLE_NAMES = ("admin", "finance", "developer")
@@ -112,10 +113,11 @@ def record(org, *, provider: str = "openai", model: str = "gpt-4o-mini", credent
            attempts: list[AttemptEvent] | None = None, request_id: str | None = None) -> str:
     """Write one usage record through the real metering seam (record, attempts, rollup, settlement)."""
     rid = request_id or "gen-" + uuid.uuid4().hex[:24]
+    stamp = {} if at is None else {"created_at": at}  # none given: stamped now, as the gateway does
     event = UsageEvent(
         request_id=rid, org_id=org.id, api_key_id=api_key_id, provider=provider, model=model,
-        credential=credential, status=status, http_status=http_status,
-        created_at=at or datetime.now(timezone.utc), label=label, fallback=bool(fallback_reason),
+        credential=credential, status=status, http_status=http_status, **stamp, label=label,
+        fallback=bool(fallback_reason),
         fallback_reason=fallback_reason, error_class="" if status == "ok" else "server_error",
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         cost=None if cost is None else Decimal(cost), cost_status="unpriced" if cost is None else "priced",
@@ -127,7 +129,3 @@ def record(org, *, provider: str = "openai", model: str = "gpt-4o-mini", credent
         assert metering.write(s, event)
     return rid
 
-
-def days_ago(n: int, hour: int = 12) -> datetime:
-    now = datetime.now(timezone.utc)
-    return (now - timedelta(days=n)).replace(hour=hour, minute=0, second=0, microsecond=0)

@@ -48,7 +48,7 @@ def test_record_and_rollup_commit_or_roll_back_together(app, org):
     assert rollup_totals(org.id)[:3] == (1, 1, 1000)
 
 
-def test_rebuild_reproduces_the_maintained_rollups(app, org):
+def test_rebuild_reproduces_the_maintained_rollups(instant, app, org):
     seed_traffic(org)
     maintained = rollup_totals(org.id)
     with db.session_scope() as session:
@@ -80,7 +80,7 @@ def test_rebuild_rejects_bad_input_in_one_line(app, org):
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-def test_billing_check_passes_on_honest_data_with_a_finalized_invoice(app, org):
+def test_billing_check_passes_on_honest_data_with_a_finalized_invoice(instant, app, org):
     seed_traffic(org)
     OrganizationFactory()  # an org with nothing at all is fine too
     assert run_cli(app, "invoices", "finalize", "--period", period_ago(1)).exit_code == 0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,19 +12,9 @@ from app import db
 from app.billing import ledger, metering
 from app.billing.metering import AttemptEvent, UsageEvent
 from app.models import CreditAccount, Price
+from tests.clock import month_start, period_ago  # noqa: F401  (the billing tests' date helpers)
 
 _ids = itertools.count(1)
-
-
-def month_start(months_ago: int) -> datetime:
-    """00:00 UTC on the first day of the month `months_ago` before the current one."""
-    now = datetime.now(timezone.utc)
-    index = now.year * 12 + now.month - 1 - months_ago
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=timezone.utc)
-
-
-def period_ago(months_ago: int) -> str:
-    return f"{month_start(months_ago):%Y-%m}"
 
 
 def price_id(provider: str, model: str) -> int:
@@ -39,10 +29,11 @@ def usage_event(org_id: int, *, credential: str = "shared", provider: str = "ope
     priced = cost is not None
     if charge is None:
         charge = cost if (credential == "shared" and priced) else "0"
+    stamp = {} if at is None else {"created_at": at}  # none given: stamped now, as the gateway does
     return UsageEvent(
         request_id=f"gen-test{next(_ids):08d}", org_id=org_id, api_key_id=key_id, provider=provider, model=model,
-        credential=credential, status=status, http_status=200 if status == "ok" else 502,
-        created_at=at or datetime.now(timezone.utc), label=label, fallback=bool(reason), fallback_reason=reason,
+        credential=credential, status=status, http_status=200 if status == "ok" else 502, **stamp,
+        label=label, fallback=bool(reason), fallback_reason=reason,
         prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
         cost=Decimal(cost) if priced else None, cost_status="priced" if priced else "unpriced",
         charge=Decimal(charge), reserved=Decimal(reserved),

@@ -6,15 +6,15 @@ import io
 import os
 import re
 import shutil
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 import requests
 
-from tests.dashboard_helpers import PASSWORD, days_ago, login, record, users  # noqa: F401
+from tests.dashboard_helpers import PASSWORD, login, record, users  # noqa: F401
 from tests.factories import grant
 from simulators.server import Fault
-from tests.test_dashboard_access import previous_period
 
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
@@ -22,8 +22,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 USER_KEY = "sk-user-browser-0001"
 
-pytestmark = [pytest.mark.browser,
+# Chromium keeps cookies by its own, real clock: the server in this process must use the same one, so
+# these tests name their dates explicitly or let the server stamp them (tests/clock.py).
+pytestmark = [pytest.mark.browser, pytest.mark.real_clock,
               pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")]
+# A month long past whatever day the suite runs: its invoice is a draft with exactly the usage written here.
+PAST = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +88,8 @@ def test_wrong_password_shows_the_generic_message(page, users):
 
 def test_overview_chart_renders_with_data(page, org, users):
     grant(org, "50")
-    record(org, credential="byok", cost="2.00", at=days_ago(3))
-    record(org, credential="shared", cost="1.00", charge="1.00", at=days_ago(1))
+    record(org, credential="byok", cost="2.00")  # stamped by the server's clock: inside its chart
+    record(org, credential="shared", cost="1.00", charge="1.00")
     sign_in(page, users["finance"].email)
     bars = page.locator("svg.chart-svg rect.bar")
     assert bars.count() == 2
@@ -113,11 +117,10 @@ def test_usage_filter_changes_the_table(page, org, users):
 
 def test_invoice_csv_downloads_and_matches_the_page(page, org, users):
     grant(org, "100")
-    record(org, credential="byok", provider="openai", model="gpt-4o", cost="12.345", at=days_ago(40))
-    record(org, credential="shared", provider="openai", model="gpt-4o-mini", cost="3.00", charge="3.00",
-           at=days_ago(40))
+    record(org, credential="byok", provider="openai", model="gpt-4o", cost="12.345", at=PAST)
+    record(org, credential="shared", provider="openai", model="gpt-4o-mini", cost="3.00", charge="3.00", at=PAST)
     sign_in(page, users["finance"].email)
-    page.goto(f"/invoices/{previous_period()}")
+    page.goto(f"/invoices/{PAST:%Y-%m}")
     shown = {name: page.locator(f'dd[data-total="{name}"]').inner_text()
              for name in ("shared_total", "byok_total", "total_spend")}
     assert shown["total_spend"] == "$15.35"

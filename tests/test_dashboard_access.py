@@ -1,17 +1,15 @@
 """Route-by-route access: every registered route × role, other organizations' objects, CSRF and headers."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 
 from app import db
 from app.billing import invoicing
 from app.billing.periods import current_period
 from tests.dashboard_helpers import (  # noqa: F401  (fixtures)
-    PASSWORD, csrf_token, days_ago, gateway_key_for, login, make_user, other_org, other_users, post, record,
-    sign_in, users,
+    PASSWORD, csrf_token, gateway_key_for, login, make_user, other_org, other_users, post, record, sign_in, users,
 )
+from tests.clock import in_month, period_ago
 from tests.factories import grant
 
 ALL = {"admin", "finance", "developer"}
@@ -38,28 +36,23 @@ PUBLIC = {"auth.login", "auth.logout", "static", "health.healthz"}
 BEARER_BLUEPRINTS = {"gateway", "api"}
 
 
-def previous_period() -> str:
-    now = datetime.now(timezone.utc)
-    return f"{now.year - 1}-12" if now.month == 1 else f"{now.year}-{now.month - 1:02d}"
-
-
 @pytest.fixture
 def world(app, org, users, other_org, other_users):
     """One object of each kind in our organization and in another one."""
     grant(org, "100")
-    rid = record(org, at=days_ago(40))
+    rid = record(org, at=in_month(1))
     record(org, credential="shared", cost="0.05", charge="0.05")
     dev_key, _ = gateway_key_for(org, users["developer"], name="dev key")
     bystander = make_user(org, "developer")
     with db.session_scope() as s:
-        number = invoicing.finalize(s, org.id, previous_period(), user_id=users["admin"].id).number
+        number = invoicing.finalize(s, org.id, period_ago(1), user_id=users["admin"].id).number
     other_rid = record(other_org)
     other_key, _ = gateway_key_for(other_org, other_users["developer"])
     grant(other_org, "10")
     with db.session_scope() as s:
-        other_number = invoicing.finalize(s, other_org.id, previous_period()).number
+        other_number = invoicing.finalize(s, other_org.id, period_ago(1)).number
     return {
-        "period": previous_period(), "number": number, "request_id": rid, "key_id": dev_key.id,
+        "period": period_ago(1), "number": number, "request_id": rid, "key_id": dev_key.id,
         "user_id": bystander.id, "provider": "openai", "model": "gpt-4o-mini",
         "other": {"request_id": other_rid, "key_id": other_key.id, "user_id": other_users["developer"].id,
                   "number": other_number},

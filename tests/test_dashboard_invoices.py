@@ -10,14 +10,18 @@ from sqlalchemy import select
 from app import db
 from app.billing.periods import current_period
 from app.models import Invoice
-from tests.dashboard_helpers import days_ago, login, post, record, users  # noqa: F401
+from tests.clock import in_month, period_ago
+from tests.dashboard_helpers import login, post, record, users  # noqa: F401
 from tests.factories import grant
-from tests.test_dashboard_access import previous_period
+
+
+def previous_period() -> str:
+    return period_ago(1)
 
 
 def _last_month_usage(org):
     grant(org, "100")
-    at = days_ago(40)
+    at = in_month(1)
     record(org, credential="byok", provider="openai", model="gpt-4o", cost="1.005", at=at)
     record(org, credential="byok", provider="azure", model="gpt-4o", cost="2.50", at=at)
     record(org, credential="shared", provider="openai", model="gpt-4o-mini", cost="0.40", charge="0.40",
@@ -29,7 +33,7 @@ def _totals(html: str) -> dict[str, str]:
     return dict(re.findall(r'<dd[^>]*data-total="(\w+)"[^>]*>([^<]+)</dd>', html))
 
 
-def test_invoice_list_and_draft_detail_with_every_section(org, users, login):
+def test_invoice_list_and_draft_detail_with_every_section(instant, org, users, login):
     _last_month_usage(org)
     client = login(users["finance"])
     listing = client.get("/invoices").get_data(as_text=True)
@@ -42,7 +46,7 @@ def test_invoice_list_and_draft_detail_with_every_section(org, users, login):
     assert totals["byok_total"] == "$3.51" and totals["shared_total"] == "$0.40" and totals["total_spend"] == "$3.91"
 
 
-def test_invoice_csv_matches_the_page(org, users, login):
+def test_invoice_csv_matches_the_page(instant, org, users, login):
     _last_month_usage(org)
     client = login(users["finance"])
     period = previous_period()
@@ -80,11 +84,14 @@ def test_finalize_needs_confirmation_then_freezes_the_invoice(org, users, login)
     assert "already finalized" in again.get_data(as_text=True)
 
 
-def test_current_month_cannot_be_finalized(org, users, login):
-    record(org)
+def test_current_month_cannot_be_finalized(instant, org, users, login):
+    record(org, credential="byok", cost="1.25")  # stamped now: this month's draft
     client = login(users["admin"])
     period = current_period()
-    assert 'id="finalize"' not in client.get(f"/invoices/{period}").get_data(as_text=True)
+    assert period == f"{instant:%Y-%m}"
+    assert f'href="/invoices/{period}"' in client.get("/invoices").get_data(as_text=True)
+    html = client.get(f"/invoices/{period}").get_data(as_text=True)
+    assert 'id="finalize"' not in html and _totals(html)["total_spend"] == "$1.25"
     page = post(client, f"/invoices/{period}/finalize", follow_redirects=True).get_data(as_text=True)
     assert "still open" in page
     db.session.remove()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -26,6 +26,7 @@ from app.demo_traffic import FALLS_BACK, PROFILES
 from app.models import (ApiKey, CreditAccount, CreditEntry, FinalizedPeriod, Invoice, Organization, UsageAttempt,
                         UsageRecord, UsageRollup, User)
 from app.security import verify_password
+from tests import clock
 from tests.helpers import chat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ SAMPLE_MODELS = {"azure": "gpt-4o", "mistral": "mistral-small-latest", "anthropi
 
 @pytest.fixture
 def seeded(app):
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     summary = seed(records=RECORDS, days=DAYS, now=now, progress=False)
     return now, summary
 
@@ -183,6 +184,27 @@ def test_the_gateway_records_new_requests_on_top_of_the_seeded_data(seeded, clie
         assert record.id > highest and record.charged > 0
 
 
+def test_seeding_at_a_boundary_finalizes_every_past_month_and_leaves_this_one_open(app, instant):
+    """On the 1st at midnight, on 31 December's last instant, on 1 January and on 29 February."""
+    summary = seed(records=600, days=40, now=instant, progress=False)
+    current = f"{instant:%Y-%m}"
+    with db.session_scope() as s:
+        stamps = list(s.scalars(select(UsageRecord.created_at)))
+        assert len(stamps) == 600 and max(stamps) <= instant
+        assert min(stamps).date() == (instant - timedelta(days=39)).date()
+        periods = set(s.scalars(select(UsageRecord.billing_period).distinct()))
+        assert periods == {f"{t:%Y-%m}" for t in stamps}
+        finalized = set(s.execute(select(Invoice.org_id, Invoice.period).where(Invoice.status == "finalized")))
+        orgs = set(s.scalars(select(Organization.id)))
+        assert finalized == {(o, p) for o in orgs for p in periods - {current}}
+        numbers = s.scalars(select(Invoice.number).order_by(Invoice.id)).all()
+        assert numbers == [f"KW-{instant.year}-{n:06d}" for n in range(1, len(numbers) + 1)]
+        from app.billing.check import run_checks
+
+        assert run_checks(s) == []
+    assert f"{current} open as a draft" in summary
+
+
 def test_demo_refuses_a_database_holding_other_organizations(app, org):
     with db.session_scope() as s:
         with pytest.raises(click.ClickException, match="other organization"):
@@ -241,6 +263,7 @@ def test_demo_no_serve_seeds_once_and_prints_logins_and_keys(tmp_path):
     assert "seeded 700 usage records" in reset
 
 
+@pytest.mark.real_clock  # the demo runs in another process: its session cookie expires by the real clock
 def test_demo_serves_chat_through_the_simulated_providers(tmp_path):
     from tests.test_cli import free_port
 

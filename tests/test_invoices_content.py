@@ -42,7 +42,7 @@ def test_draft_has_every_section_split_by_who_pays(org):
         Decimal("50"), Decimal("0"), Decimal("2.01"), Decimal("47.99"))
 
 
-def test_credit_summary_carries_closing_into_next_opening(org):
+def test_credit_summary_carries_closing_into_next_opening(instant, org):
     grant(org.id, "10", at=month_start(2) + timedelta(days=1))
     record(usage_event(org.id, cost="1.234", at=month_start(2) + timedelta(days=2)))
     grant(org.id, "5", at=month_start(1) + timedelta(days=1))
@@ -53,7 +53,7 @@ def test_credit_summary_carries_closing_into_next_opening(org):
     assert after.closing_balance == Decimal("8.77") + 5 - Decimal("0.50")
 
 
-def test_month_boundaries_are_utc(org):
+def test_month_boundaries_are_utc(instant, org):
     boundary = month_start(1)
     record(usage_event(org.id, credential="byok", cost="1", at=boundary - timedelta(microseconds=1)))
     record(usage_event(org.id, credential="byok", cost="2", at=boundary))

@@ -13,12 +13,16 @@ from sqlalchemy.exc import DBAPIError
 from app import db
 from app.billing import invoicing, metering
 from app.billing.invoicing import InvoiceError, finalize, invoice_view, void
+from app.billing.periods import next_period
 from app.models import FinalizedPeriod, Invoice, InvoiceLine, UsageRecord
-from app.types import utcnow
+from tests import clock
 from tests.factories import OrganizationFactory
 from tests.test_billing_support import grant, month_start, period_ago, record, run_cli, usage_event
 
-YEAR = utcnow().year
+
+def nth_number(n: int) -> str:
+    """The n-th invoice number of the year the invoice is finalized in (the frozen clock's)."""
+    return f"KW-{clock.now().year}-{n:06d}"
 
 
 def close(org_id: int, period: str, **kw) -> Invoice:
@@ -45,7 +49,7 @@ def test_finalize_stores_lines_and_totals_equal_to_the_draft(org):
     seed(org)
     draft = view(org.id, period_ago(1))
     inv = close(org.id, period_ago(1))
-    assert inv.number == f"KW-{YEAR}-000001"
+    assert inv.number == nth_number(1)
     final = view(org.id, period_ago(1))
     assert final.status == "finalized" and final.number == inv.number and final.finalized_at is not None
     for name in ("shared_total", "byok_total", "total_spend", "opening_balance", "grants", "credits_used",
@@ -58,7 +62,7 @@ def test_finalize_stores_lines_and_totals_equal_to_the_draft(org):
     assert final.unpriced_lines[0].amount is None
 
 
-def test_late_record_goes_to_the_next_open_period_and_the_invoice_does_not_move(org):
+def test_late_record_goes_to_the_next_open_period_and_the_invoice_does_not_move(instant, org):
     seed(org)
     inv = close(org.id, period_ago(1))
     late = usage_event(org.id, credential="byok", model="gpt-4o", cost="7", at=month_start(1) + timedelta(days=9))
@@ -70,7 +74,7 @@ def test_late_record_goes_to_the_next_open_period_and_the_invoice_does_not_move(
     assert view(org.id, period_ago(0)).byok_total == Decimal("7.00")
 
 
-def test_late_record_skips_every_finalized_month(org):
+def test_late_record_skips_every_finalized_month(instant, org):
     for months_ago in (2, 1):
         record(usage_event(org.id, credential="byok", cost="1", at=month_start(months_ago)))
         close(org.id, period_ago(months_ago))
@@ -81,12 +85,12 @@ def test_late_record_skips_every_finalized_month(org):
                               .where(UsageRecord.request_id == late.request_id)) == period_ago(0)
 
 
-def test_current_month_is_refused_unless_allowed_and_twice_is_refused(org):
+def test_current_month_is_refused_unless_allowed_and_twice_is_refused(instant, org):
     record(usage_event(org.id, credential="byok", cost="1"))
     with pytest.raises(InvoiceError, match="still open"):
         close(org.id, period_ago(0))
     with pytest.raises(InvoiceError, match="not started"):
-        close(org.id, f"{YEAR + 1}-01")
+        close(org.id, next_period(period_ago(0)))
     close(org.id, period_ago(0), allow_open=True)
     with pytest.raises(InvoiceError, match="already finalized"):
         close(org.id, period_ago(0), allow_open=True)
@@ -94,17 +98,17 @@ def test_current_month_is_refused_unless_allowed_and_twice_is_refused(org):
 
 def test_numbers_are_gapless_across_orgs_refusals_and_rollbacks(org):
     other = OrganizationFactory()
-    assert close(org.id, period_ago(2)).number == f"KW-{YEAR}-000001"
+    assert close(org.id, period_ago(2)).number == nth_number(1)
     with pytest.raises(InvoiceError):
         close(org.id, period_ago(2))
     with db.session_scope() as session:  # a finalize whose transaction rolls back takes no number
         finalize(session, other.id, period_ago(2))
         session.rollback()
-    assert close(other.id, period_ago(2)).number == f"KW-{YEAR}-000002"
-    assert close(org.id, period_ago(1)).number == f"KW-{YEAR}-000003"
+    assert close(other.id, period_ago(2)).number == nth_number(2)
+    assert close(org.id, period_ago(1)).number == nth_number(3)
     with db.session_scope() as session:
         numbers = sorted(session.scalars(select(Invoice.number)))
-    assert numbers == [f"KW-{YEAR}-{n:06d}" for n in (1, 2, 3)]
+    assert numbers == [nth_number(n) for n in (1, 2, 3)]
 
 
 def test_void_then_correction_gets_a_new_number(org):
@@ -122,7 +126,7 @@ def test_void_then_correction_gets_a_new_number(org):
         with db.session_scope() as session:
             void(session, first.number, "again")
     second = close(org.id, period_ago(1))
-    assert second.number == f"KW-{YEAR}-000002"
+    assert second.number == nth_number(2)
     assert view(org.id, period_ago(1)).number == second.number
     with db.session_scope() as session:
         assert session.scalar(select(FinalizedPeriod.invoice_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable
 
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.billing import ledger
 from app.billing.money import ZERO
+from app.billing.periods import next_period, period_of
 from app.db import session_scope
 from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageDaily, UsageRecord, UsageRollup
 from app.types import utcnow
@@ -69,6 +70,12 @@ class UsageEvent:
     latency_ms: int = 0
     ttft_ms: int | None = None
     attempts: list[AttemptEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Its UTC month and day decide the record's period and rollup row: any other offset would move them.
+        if self.created_at.tzinfo is None:
+            raise ValueError("UsageEvent.created_at must be timezone-aware")
+        self.created_at = self.created_at.astimezone(timezone.utc)
 
 
 _writer: Callable[[UsageEvent], None] | None = None
@@ -177,15 +184,13 @@ def lock_org_for_closing(session: Session, org_id: int) -> None:
 
 
 def open_period(session: Session, org_id: int, at: datetime) -> str:
-    """The month a record belongs to: its own, or the next one not yet finalized."""
-    period = f"{at.year:04d}-{at.month:02d}"
+    """The month a record belongs to: its own (in UTC), or the next one not yet finalized."""
+    period = period_of(at)
     closed = set(session.scalars(
         select(FinalizedPeriod.period).where(FinalizedPeriod.org_id == org_id, FinalizedPeriod.period >= period)
     ))
     while period in closed:
-        year, month = int(period[:4]), int(period[5:])
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        period = f"{year:04d}-{month:02d}"
+        period = next_period(period)
     return period
 
 

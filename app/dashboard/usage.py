@@ -24,6 +24,8 @@ overview_bp = Blueprint("overview", __name__)
 bp = Blueprint("usage", __name__, url_prefix="/usage")
 
 CHART_DAYS = 30
+DEFAULT_DAYS = 30  # the usage page's range when none is asked for
+MAX_SPAN_DAYS = 366  # days in a range, both ends included (as /api/v1/usage counts them)
 # Fewer BYOK requests than this in the alert window is noise, not a spike.
 ALERT_MIN_REQUESTS = 10
 GROUP_LABELS = {"day": "Day", "provider": "Provider", "model": "Model", "credential": "Credential",
@@ -76,23 +78,24 @@ def _alerts(session, oid: int, recent: rollups.Totals, balance: Decimal) -> list
 def parse_filters(args, today: date) -> tuple[rollups.UsageFilter, dict[str, str]]:
     """The filter from the query string, and a message per malformed field (which then keeps its default)."""
     errors: dict[str, str] = {}
-    start, end = today - timedelta(days=29), today
+    given: dict[str, date] = {}
     for name in ("start", "end"):
         raw = (args.get(name) or "").strip()
         if not raw:
             continue
         try:
-            value = date.fromisoformat(raw)
+            given[name] = date.fromisoformat(raw)
         except ValueError:
             errors[name] = f"'{raw[:20]}' is not a date (YYYY-MM-DD)"
-            continue
-        start, end = (value, end) if name == "start" else (start, value)
+    # Without a start, the 30 days that end on the end date (today by default), both days included.
+    end = given.get("end", today)
+    start = given.get("start", end - timedelta(days=DEFAULT_DAYS - 1))
     if start > end:
         errors["end"] = "the end date is before the start date"
         start, end = end, start
-    if (end - start).days > 366:
-        errors["start"] = "a range can span at most 366 days"
-        start = end - timedelta(days=366)
+    if (end - start).days >= MAX_SPAN_DAYS:
+        errors["start"] = f"a range can span at most {MAX_SPAN_DAYS} days"
+        start = end - timedelta(days=MAX_SPAN_DAYS - 1)
     key_raw = (args.get("key") or "").strip()
     key_id = None
     if key_raw:
