@@ -54,13 +54,6 @@ def _clock(request):
         yield traveller
 
 
-@pytest.fixture
-def clock(_clock):
-    """The frozen clock, to move within a test: clock.move_to(moment, tick=False)."""
-    assert _clock is not None, "a real_clock test has no frozen clock to move"
-    return _clock
-
-
 # -- database --------------------------------------------------------------------
 def _worker_database(url: str) -> str:
     """Under pytest-xdist each worker gets its own PostgreSQL database, created beside the given one."""
