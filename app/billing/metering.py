@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from app.billing import ledger
 from app.billing.money import ZERO
-from app.db import session_scope
 from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageDaily, UsageRecord, UsageRollup
 from app.types import utcnow
 
@@ -108,8 +107,10 @@ def record(event: UsageEvent) -> None:
 
 
 def write_now(event: UsageEvent) -> None:
-    with session_scope() as session:
-        write(session, event)
+    """Sync mode: the writers' own path (a refused event is quarantined, not raised), for one event."""
+    from app.billing.recorder import commit_events
+
+    commit_events([event])
 
 
 def write(session: Session, event: UsageEvent) -> bool:
