@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.billing.metering import AttemptEvent, UsageEvent
+from app.billing.events import AttemptEvent, UsageEvent
 
 EVENT_FIELDS = frozenset(f.name for f in fields(UsageEvent))
 

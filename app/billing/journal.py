@@ -29,7 +29,7 @@ from itertools import islice
 from typing import Any, Callable
 
 from app.billing.codec import decode, encode
-from app.billing.metering import UsageEvent
+from app.billing.events import UsageEvent
 from app.billing.recorder import commit_events
 from app.db import session_scope
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.billing import ledger
 from app.billing.codec import encode_for_keeping
-from app.billing.metering import UsageEvent
+from app.billing.events import UsageEvent
 from app.billing.money import ZERO
 from app.db import session_scope
 from app.models import AuditLog, CreditEntry, Organization, UsageRecord
@@ -115,7 +115,7 @@ def store(session: Session, event: UsageEvent, error_class: str, error: str, rel
         row.error_class, row.error, row.last_failed_at = error_class, error, now
     if release:
         _release_hold(session, event)
-    log.error("usage record %s quarantined: %s %s; see `manage.py usage quarantine list`", key, error_class, error)
+    log.error("usage record %s quarantined (%s: %s); see `manage.py usage quarantine list`", key, error_class, error)
     return True
 
 

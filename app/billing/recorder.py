@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from app.billing import quarantine
 from app.billing.batch import write_batch
 from app.billing.codec import decode
-from app.billing.metering import UsageEvent
+from app.billing.events import UsageEvent
 from app.db import session_scope
 from app.models import UsageRecord
 from app.models.usage import QuarantinedEvent
