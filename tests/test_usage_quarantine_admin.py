@@ -11,15 +11,16 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from app import db
 from app.billing import ledger, metering
 from app.billing.codec import decode, encode
-from app.billing.quarantine import describe, quarantine_key
-from app.billing.recorder import DATA, TRANSIENT, classify, commit_events
-from app.models import AuditLog, Price, UsageRecord
+from app.billing.money import ZERO
+from app.billing.quarantine import DATA, TRANSIENT, classify, describe, quarantine_key
+from app.billing.recorder import commit_events
+from app.models import AuditLog, CreditAccount, Price, UsageRecord
 from app.models.usage import QuarantinedEvent
 from simulators.server import Fault
 from tests.canary import LogCapture, assert_nowhere, hits
@@ -150,6 +151,16 @@ def test_a_request_whose_record_is_refused_is_answered_and_kept_without_its_key(
     assert_nowhere(CANARY, logs=logs, responses=[response.get_data(as_text=True)], instance_path=app.instance_path)
 
 
+def test_an_event_is_quarantined_even_when_its_hold_cannot_be_released(app, org):
+    grant(org, "10.00")
+    bad = poisoned(org.id, poison=PRICE_MISSING)
+    with db.session_scope() as session:  # a ledger edited by hand: giving the hold back would break a CHECK
+        session.execute(update(CreditAccount).where(CreditAccount.org_id == org.id).values(reserved=ZERO))
+    assert commit_events([bad]).quarantined == [bad.request_id]
+    assert [r.request_id for r in quarantined()] == [bad.request_id]
+    assert entries_of(bad.request_id) == [("reservation", -HOLD)]  # left to the stale-hold sweep
+
+
 # -- retry and discard --------------------------------------------------------------------------
 def _cli(app, *args: str):
     return app.test_cli_runner().invoke(args=list(args))
@@ -205,5 +216,6 @@ def test_billing_check_fails_while_events_wait_and_names_how_to_inspect_them(app
     [line] = [x for x in check.stdout.splitlines() if x.startswith("QUARANTINED")]
     assert "1 usage event(s)" in line and f"#{MISSING}" in line and "manage.py usage quarantine list" in line
     assert check.stderr.strip() == "error: usage events in quarantine"
-    assert manage(database_url, "usage", "quarantine", "discard", "--all", "--reason", "bad test row").returncode == 0
-    assert manage(database_url, "billing", "check").returncode == 0
+    assert _cli(app, "usage", "quarantine", "discard", "--all", "--reason", "bad test row").exit_code == 0
+    ok = _cli(app, "billing", "check")
+    assert ok.exit_code == 0 and "usage quarantine empty" in ok.output

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
 from sqlalchemy.orm import Session
 
 from app.billing import ledger
@@ -56,6 +57,28 @@ def sanitize(text: str, limit: int = 200) -> str:
     return _NOT_PRINTABLE.sub("?", text)[:limit]
 
 
+TRANSIENT, DATA = "transient", "data"
+# SQLSTATE classes that describe the row rather than the database: 22 data exception, 23 integrity violation.
+_ROW_STATES = ("22", "23")
+
+
+def classify(exc: BaseException) -> str:
+    """TRANSIENT (retry the same events later) or DATA (something in the events themselves)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return TRANSIENT
+        state = getattr(exc.orig, "sqlstate", None)
+        if state:
+            return DATA if state[:2] in _ROW_STATES else TRANSIENT
+        # No SQLSTATE: SQLite, or psycopg refusing a value before sending it (a NUL, a type it cannot adapt).
+        return DATA if isinstance(exc, (DataError, IntegrityError, ProgrammingError)) else TRANSIENT
+    if isinstance(exc, StatementError):
+        return DATA  # a column type refused a value while binding it
+    if isinstance(exc, (TypeError, ValueError, ArithmeticError, AttributeError, LookupError)):
+        return DATA  # building rows from the event failed, or the driver could not encode a value
+    return TRANSIENT
+
+
 def describe(exc: BaseException) -> tuple[str, str]:
     """(error class, error text) without any value of the refused row.
 
@@ -90,12 +113,18 @@ def quarantine(event: UsageEvent, exc: BaseException) -> bool:
     error_class, error = describe(exc)
     try:
         with session_scope() as session:
-            return store(session, event, error_class, error, release=True)
+            kept = store(session, event, error_class, error, release=True)
     except Exception as release_failed:
+        if classify(release_failed) == TRANSIENT:
+            raise
         log.error("usage quarantine: credit hold of %s not released (%s); the stale-hold sweep will",
                   quarantine_key(event.request_id), describe(release_failed)[1])
         with session_scope() as session:
-            return store(session, event, error_class, error, release=False)
+            kept = store(session, event, error_class, error, release=False)
+    if kept:
+        log.error("usage record %s quarantined (%s: %s); see `manage.py usage quarantine list`",
+                  quarantine_key(event.request_id), error_class, error)
+    return kept
 
 
 def store(session: Session, event: UsageEvent, error_class: str, error: str, release: bool) -> bool:
@@ -115,7 +144,6 @@ def store(session: Session, event: UsageEvent, error_class: str, error: str, rel
         row.error_class, row.error, row.last_failed_at = error_class, error, now
     if release:
         _release_hold(session, event)
-    log.error("usage record %s quarantined (%s: %s); see `manage.py usage quarantine list`", key, error_class, error)
     return True
 
 

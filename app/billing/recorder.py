@@ -1,7 +1,7 @@
 """commit_events: the one way usage events reach the database, whichever writer calls it.
 
 A batch commits in one transaction (app.billing.batch). When the database
-refuses it, the failure is classified:
+refuses it, the failure is classified (app.billing.quarantine.classify):
 
 - transient (unreachable, a serialization failure, a deadlock, a lock or
   statement timeout, a schema not migrated yet): nothing is decided about the
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, StatementError
 from sqlalchemy.orm import Session
 
 from app.billing import quarantine
@@ -33,27 +32,6 @@ from app.models import UsageRecord
 from app.models.usage import QuarantinedEvent
 
 log = logging.getLogger(__name__)
-
-TRANSIENT, DATA = "transient", "data"
-# SQLSTATE classes that describe the row rather than the database: 22 data exception, 23 integrity violation.
-_ROW_STATES = ("22", "23")
-
-
-def classify(exc: BaseException) -> str:
-    """TRANSIENT (retry the same events later) or DATA (something in the events themselves)."""
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return TRANSIENT
-        state = getattr(exc.orig, "sqlstate", None)
-        if state:
-            return DATA if state[:2] in _ROW_STATES else TRANSIENT
-        # No SQLSTATE: SQLite, or psycopg refusing a value before sending it (a NUL, a type it cannot adapt).
-        return DATA if isinstance(exc, (DataError, IntegrityError, ProgrammingError)) else TRANSIENT
-    if isinstance(exc, StatementError):
-        return DATA  # a column type refused a value while binding it
-    if isinstance(exc, (TypeError, ValueError, ArithmeticError, AttributeError, LookupError)):
-        return DATA  # building rows from the event failed, or the driver could not encode a value
-    return TRANSIENT
 
 
 @dataclass
@@ -76,7 +54,7 @@ def commit_events(events: list[UsageEvent], store: Callable[[list[UsageEvent]], 
         try:
             outcome.recorded += store(part)
         except Exception as exc:
-            if classify(exc) == TRANSIENT:
+            if quarantine.classify(exc) == quarantine.TRANSIENT:
                 raise
             if len(part) == 1:
                 if quarantine.quarantine(part[0], exc):
