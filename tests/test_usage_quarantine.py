@@ -118,6 +118,17 @@ def ledger_entries(org_id: int, but: str = "") -> list[tuple[str, Decimal]]:
         .order_by(CreditEntry.id))]
 
 
+def through_journal(events: list[UsageEvent], folder: str | None = None, **options) -> None:
+    """Hand the events to a journal writer as the gateway does, wait until it has dealt with all of them, stop it."""
+    writer = JournalWriter(folder or tempfile.mkdtemp(prefix="keyway-journal-"), **options)
+    try:
+        for e in events:
+            writer(e)
+        assert writer.flush(60)
+    finally:
+        writer.close()
+
+
 # -- the writer survives -----------------------------------------------------------------
 @pytest.mark.parametrize("poison", [BY_NAME["organization that does not exist"].param(),
                                     BY_NAME["model over 128 characters"].param()])
@@ -133,13 +144,7 @@ def test_one_poisoned_event_in_a_batch_of_500_leaves_499_recorded_and_1_quaranti
         return commit_events(events_)
 
     folder = tempfile.mkdtemp(prefix="keyway-journal-")
-    writer = JournalWriter(folder, write=write, interval=60.0)  # wakes only once 500 are queued: one batch
-    try:
-        for e in events:
-            writer(e)
-        assert writer.flush(60)
-    finally:
-        writer.close()
+    through_journal(events, folder, write=write, interval=60.0)  # wakes only once 500 are queued: one batch
     assert batches == [500]  # one call, no retry: the writer never stalled on the bad row
     assert recorded(org.id) == 499
     rows = quarantined()
@@ -199,14 +204,7 @@ def test_a_poisoned_batch_of_one_org_does_not_hold_back_another(app):
             raised.append(exc)
             raise
 
-    writer = JournalWriter(tempfile.mkdtemp(prefix="keyway-journal-"), write=write, interval=0.01, batch_size=16)
-    try:
-        for pair in zip(events_a, events_b):
-            for e in pair:
-                writer(e)
-        assert writer.flush(30)
-    finally:
-        writer.close()
+    through_journal([e for pair in zip(events_a, events_b) for e in pair], write=write, interval=0.01, batch_size=16)
     assert raised == []  # no back-off: every batch was settled in its first pass
     assert (recorded(a.id), recorded(b.id)) == (27, 30)
     with db.session_scope() as session:
@@ -246,13 +244,7 @@ def test_a_transient_failure_is_retried_with_backoff_and_loses_nothing(app, org)
             raise error
         return commit_events(events_)
 
-    writer = JournalWriter(tempfile.mkdtemp(prefix="keyway-journal-"), write=flaky, interval=0.01, max_backoff=0.05)
-    try:
-        for e in events:
-            writer(e)
-        assert writer.flush(30)
-    finally:
-        writer.close()
+    through_journal(events, write=flaky, interval=0.01, max_backoff=0.05)
     assert outage["tries"] >= 4  # retried the same events, quarantined nothing while the database was away
     assert recorded(org.id) == 19
     assert [r.request_id for r in quarantined()] == [events[7].request_id]

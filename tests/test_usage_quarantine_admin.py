@@ -40,43 +40,36 @@ def _wrapped(orig: Exception, dbapi_error: type) -> DBAPIError:
     return DBAPIError.instance("INSERT INTO usage_records ...", {}, orig, dbapi_error)
 
 
-@pytest.mark.parametrize("orig", [
-    psycopg.errors.SerializationFailure("could not serialize access"),
-    psycopg.errors.DeadlockDetected("deadlock detected"),
-    psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"),
-    psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
-    psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
-    psycopg.errors.UndefinedTable('relation "usage_records" does not exist'),  # not migrated: never the rows' fault
-    psycopg.errors.DiskFull("could not extend file"),
-    psycopg.OperationalError("connection refused"),
-], ids=lambda e: type(e).__name__)
-def test_what_the_database_itself_suffers_is_transient(orig):
-    assert classify(_wrapped(orig, psycopg.Error)) == TRANSIENT
+PG, LITE = psycopg.Error, sqlite3.Error
 
 
-@pytest.mark.parametrize("orig", [
-    psycopg.errors.StringDataRightTruncation("value too long for type character varying(128)"),
-    psycopg.errors.ForeignKeyViolation("insert or update on table violates foreign key constraint"),
-    psycopg.errors.CheckViolation("new row violates check constraint"),
-    psycopg.errors.NumericValueOutOfRange("integer out of range"),
-    psycopg.errors.InvalidTextRepresentation("invalid input syntax for type integer"),
-    psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"),
-    psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),  # refused before sending
-    psycopg.ProgrammingError("cannot adapt type 'dict'"),
-], ids=lambda e: type(e).__name__)
-def test_what_a_row_carries_is_data_on_postgresql(orig):
-    assert classify(_wrapped(orig, psycopg.Error)) == DATA
-
-
-@pytest.mark.parametrize("orig, kind", [
-    (sqlite3.OperationalError("database is locked"), TRANSIENT),
-    (sqlite3.OperationalError("no such table: usage_records"), TRANSIENT),
-    (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), DATA),
-    (sqlite3.IntegrityError("CHECK constraint failed: reserved_not_negative"), DATA),
-    (sqlite3.ProgrammingError("Error binding parameter 4: type 'dict' is not supported"), DATA),
-], ids=lambda v: str(v)[:30])
-def test_sqlite_errors_are_classified_by_their_class(orig, kind):
-    assert classify(_wrapped(orig, sqlite3.Error)) == kind
+@pytest.mark.parametrize("orig, driver, kind", [
+    # What the database itself suffers: retry the same events later.
+    (psycopg.errors.SerializationFailure("could not serialize access"), PG, TRANSIENT),
+    (psycopg.errors.DeadlockDetected("deadlock detected"), PG, TRANSIENT),
+    (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), PG, TRANSIENT),
+    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), PG, TRANSIENT),
+    (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), PG, TRANSIENT),
+    (psycopg.errors.UndefinedTable('relation "usage_records" does not exist'), PG, TRANSIENT),  # not migrated
+    (psycopg.errors.DiskFull("could not extend file"), PG, TRANSIENT),
+    (psycopg.OperationalError("connection refused"), PG, TRANSIENT),
+    (sqlite3.OperationalError("database is locked"), LITE, TRANSIENT),
+    (sqlite3.OperationalError("no such table: usage_records"), LITE, TRANSIENT),
+    # What a row carries.
+    (psycopg.errors.StringDataRightTruncation("value too long for type character varying(128)"), PG, DATA),
+    (psycopg.errors.ForeignKeyViolation("insert or update on table violates foreign key constraint"), PG, DATA),
+    (psycopg.errors.CheckViolation("new row violates check constraint"), PG, DATA),
+    (psycopg.errors.NumericValueOutOfRange("integer out of range"), PG, DATA),
+    (psycopg.errors.InvalidTextRepresentation("invalid input syntax for type integer"), PG, DATA),
+    (psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"), PG, DATA),
+    (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), PG, DATA),  # refused unsent
+    (psycopg.ProgrammingError("cannot adapt type 'dict'"), PG, DATA),
+    (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), LITE, DATA),
+    (sqlite3.IntegrityError("CHECK constraint failed: reserved_not_negative"), LITE, DATA),
+    (sqlite3.ProgrammingError("Error binding parameter 4: type 'dict' is not supported"), LITE, DATA),
+], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
+def test_a_driver_error_is_classified_by_its_class_and_sqlstate(orig, driver, kind):
+    assert classify(_wrapped(orig, driver)) == kind
 
 
 def test_values_refused_before_the_database_are_data_and_the_rest_transient():
@@ -94,13 +87,13 @@ def test_the_error_text_never_carries_a_value_of_the_row(value):
     """PostgreSQL messages and DETAIL lines quote values; so do Python's. None of it is kept."""
     pg = psycopg.errors.InvalidTextRepresentation(
         f'invalid input syntax for type integer: "{value}"\nDETAIL:  Key (model)=({value}) is not present')
-    for exc in (_wrapped(pg, psycopg.Error), StatementError("bind", "INSERT", {}, ValueError(f"bad: '{value}'")),
-                _wrapped(sqlite3.IntegrityError(f"constraint failed: \"{value}\"\n{value}"), sqlite3.Error),
+    for exc in (_wrapped(pg, PG), StatementError("bind", "INSERT", {}, ValueError(f"bad: '{value}'")),
+                _wrapped(sqlite3.IntegrityError(f"constraint failed: \"{value}\"\n{value}"), LITE),
                 UnicodeEncodeError("utf-8", value, 0, 1, "surrogates not allowed")):
         error_class, text = describe(exc)
         assert value not in text
         assert text.isprintable() and text.isascii() and len(text) <= 200
-    assert describe(_wrapped(pg, psycopg.Error))[1] == "22P02 InvalidTextRepresentation"
+    assert describe(_wrapped(pg, PG))[1] == "22P02 InvalidTextRepresentation"
 
 
 @given(model=any_text, label=any_text, request_id=any_text)
