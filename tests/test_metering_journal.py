@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from app import db
 from app.billing import ledger, metering
 from app.billing.batch import write_batch
-from app.billing.journal import JournalWriter, _write_batch, encode
+from app.billing.journal import JournalWriter, encode
+from app.billing.recorder import commit_events
 from app.billing.metering import AttemptEvent, UsageEvent
 from app.models import ApiKey, CreditAccount, CreditEntry, UsageAttempt, UsageRecord, UsageRollup
 from app.security import new_request_id
@@ -216,7 +217,7 @@ def test_database_outage_keeps_records_queued_then_commits_them(app, org):
         outage["tries"] += 1
         if outage["down"]:
             raise ConnectionError("database unreachable")
-        _write_batch(batch)
+        commit_events(batch)
 
     folder = tempfile.mkdtemp(prefix="keyway-journal-")
     writer = JournalWriter(folder, write=flaky, interval=0.01, max_backoff=0.05)

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from app.billing import ledger, metering
-from app.billing.metering import UsageEvent
+from app.billing.events import UsageEvent
 from app.billing.money import ZERO
 from app.models import UsageAttempt, UsageRecord
 

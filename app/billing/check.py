@@ -1,4 +1,5 @@
-"""`billing check`: rollups and daily summary == raw records, ledger == entries == usage, invoices == lines."""
+"""`billing check`: rollups and daily summary == raw records, ledger == entries == usage, invoices == lines,
+and no usage event waiting in the quarantine."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.billing.invoicing import draft_view, stored_view
 from app.billing.money import ZERO, round_line_half_up
+from app.billing.quarantine import quarantine_summary
 from app.billing.rollups import COUNTS, DAILY_COUNTS, DAILY_DIMS, DIMS, flag
 from app.models import CreditAccount, CreditEntry, Invoice, Organization, UsageDaily, UsageRecord, UsageRollup
 
@@ -159,3 +161,21 @@ def check_invoices(session: Session, slugs: dict[int, str]) -> list[str]:
                     problems.append(f"{label}: {name} {getattr(inv, name)} != usage of the period "
                                     f"{getattr(live, name)}")
     return problems
+
+
+def check_quarantine(session: Session, slugs: dict[int, str]) -> list[str]:
+    """One line when usage events wait in the quarantine (they are not billed until retried), naming how to act."""
+    summary = quarantine_summary(session)
+    if not summary.count:
+        return []
+    orgs = ", ".join(f"org {_org_name(slugs, org_id)}: {count}"
+                     for org_id, count in sorted(summary.by_org.items(), key=lambda item: str(item[0])))
+    return [f"{summary.count} usage event(s) refused by the database are not recorded or billed "
+            f"({orgs}; oldest {summary.oldest:%Y-%m-%d %H:%M} UTC): inspect them with "
+            "`manage.py usage quarantine list`, fix the cause, then `usage quarantine retry` or `discard`"]
+
+
+def _org_name(slugs: dict[int, str], org_id: int | None) -> str:
+    if org_id is None:
+        return "unknown"
+    return slugs.get(org_id, f"#{org_id} (no such organization)")

@@ -1,4 +1,4 @@
-"""manage.py commands for billing: prices, rollups, invoices, checks."""
+"""manage.py commands for billing: prices, rollups, invoices, checks, the usage quarantine."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,13 @@ import click
 from sqlalchemy import select
 
 from app import db
+from app.models import Organization
 
 _CENT = Decimal("0.01")
 
 
 def register(cli: click.Group) -> None:
-    for group in (prices_group, rollups_group, billing_group, invoices_group):
+    for group in (prices_group, rollups_group, billing_group, invoices_group, usage_group):
         cli.add_command(group)
 
 
@@ -120,16 +121,24 @@ def billing_group() -> None:
 
 @billing_group.command("check")
 def billing_check() -> None:
-    """Verify rollups == records, ledger == entries == usage, invoices == lines; exit 1 on any mismatch."""
-    from app.billing.check import run_checks
+    """Verify rollups == records, ledger == entries == usage, invoices == lines, nothing quarantined; exit 1 if not."""
+    from app.billing.check import check_quarantine, run_checks
 
     with db.session_scope() as session:
         problems = run_checks(session)
+        quarantined = check_quarantine(session, dict(session.execute(select(Organization.id, Organization.slug)).all()))
     for line in problems:
         click.echo(f"MISMATCH {line}")
+    for line in quarantined:
+        click.echo(f"QUARANTINED {line}")
+    found = []
     if problems:
-        raise click.ClickException(f"{len(problems)} mismatch(es) found")
-    click.echo("billing check: ok (rollups, ledger, invoices)")
+        found.append(f"{len(problems)} mismatch(es) found")
+    if quarantined:
+        found.append("usage events in quarantine")
+    if found:
+        raise click.ClickException("; ".join(found))
+    click.echo("billing check: ok (rollups, ledger, invoices, usage quarantine empty)")
 
 
 # -- invoices ------------------------------------------------------------------------------
@@ -184,3 +193,97 @@ def invoices_void(number: str, reason: str) -> None:
             click.echo(f"voided {inv.number}")
     except invoicing.InvoiceError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+# -- the usage quarantine -------------------------------------------------------------------
+@click.group("usage")
+def usage_group() -> None:
+    """Usage recording."""
+
+
+@usage_group.group("quarantine")
+def quarantine_group() -> None:
+    """Usage events the database refused (docs/billing.md, "The usage quarantine")."""
+
+
+def _selection(session, ids: tuple[int, ...], every: bool, org_slug: str | None) -> tuple[int | None, list[int] | None]:
+    if not ids and not every:
+        raise click.ClickException("name the events with --id (repeatable), or pass --all")
+    return _org_id(session, org_slug), list(ids) or None
+
+
+@quarantine_group.command("list")
+@click.option("--org", "org_slug", default=None)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+def quarantine_list(org_slug: str | None, limit: int) -> None:
+    """Pending events, oldest first: id, when, organization, request id, error."""
+    from app.billing.quarantine import pending
+
+    with db.session_scope() as session:
+        rows = pending(session, _org_id(session, org_slug), limit=limit)
+        for row in rows:
+            click.echo(f"{row.id:>6}  {row.quarantined_at:%Y-%m-%d %H:%M:%S}  org {row.org_id}  {row.request_id}  "
+                       f"failures {row.failures}  {row.error_class}: {row.error}")
+    click.echo(f"{len(rows)} pending; `usage quarantine show ID` prints an event")
+
+
+@quarantine_group.command("show")
+@click.argument("row_id", type=int)
+def quarantine_show(row_id: int) -> None:
+    """One quarantined event as ASCII-only JSON (control characters and non-ASCII escaped)."""
+    from app.models.usage import QuarantinedEvent
+
+    with db.session_scope() as session:
+        row = session.get(QuarantinedEvent, row_id)
+        if row is None:
+            raise click.ClickException(f"no quarantined event {row_id}")
+        click.echo(f"status {row.status}  {row.error_class}: {row.error}  {row.resolution}".rstrip())
+        click.echo(json.dumps(json.loads(row.event), ensure_ascii=True, indent=2, sort_keys=True))
+
+
+@quarantine_group.command("retry")
+@click.option("--id", "ids", type=int, multiple=True)
+@click.option("--all", "every", is_flag=True, help="every pending event (of --org, if given)")
+@click.option("--org", "org_slug", default=None)
+def quarantine_retry(ids: tuple[int, ...], every: bool, org_slug: str | None) -> None:
+    """Run events through the usage writer again (after fixing the cause); recorded ones leave the quarantine."""
+    from app.billing.recorder import retry_quarantined
+
+    with db.session_scope() as session:
+        org_id, id_list = _selection(session, ids, every, org_slug)
+    result = retry_quarantined(org_id, id_list)
+    for key in result.unreadable:
+        click.echo(f"cannot be decoded (inspect with show, then discard): {key}")
+    click.echo(f"{len(result.recorded)} recorded, {len(result.refused)} refused again, "
+               f"{len(result.unreadable)} unreadable")
+    if result.refused or result.unreadable:
+        raise click.ClickException("some events are still in quarantine: `usage quarantine list` shows why")
+
+
+@quarantine_group.command("discard")
+@click.option("--id", "ids", type=int, multiple=True)
+@click.option("--all", "every", is_flag=True, help="every pending event (of --org, if given)")
+@click.option("--org", "org_slug", default=None)
+@click.option("--reason", required=True, help="kept with the event and in the audit log")
+def quarantine_discard(ids: tuple[int, ...], every: bool, org_slug: str | None, reason: str) -> None:
+    """Give up on events for good: they are never billed. Audit-logged with the reason."""
+    from app.billing.quarantine import discard, pending
+
+    if not reason.strip():
+        raise click.ClickException("--reason must not be empty")
+    with db.session_scope() as session:
+        org_id, id_list = _selection(session, ids, every, org_slug)
+        rows = pending(session, org_id, id_list)
+        for row in rows:
+            discard(session, row, _operator(), reason.strip())
+    click.echo(f"{len(rows)} discarded")
+
+
+def _operator() -> str:
+    """Who ran the command, for the audit log: the OS account (manage.py has no dashboard user)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown operator"

@@ -2,9 +2,11 @@
 
 The response path only appends one line to this worker's journal segment and
 queues the event; a background thread (a greenlet under gevent) commits what
-is queued in batches, one transaction each, and retries with back-off while
-the database is unreachable. A segment is deleted once every event in it is
-committed. A segment whose owner died (its flock is free) is replayed by any
+is queued in batches through app.billing.recorder.commit_events, and retries
+with back-off while the database is unreachable. An event the database refuses
+for a reason in its data goes to the quarantine instead and counts as done, so
+one bad row never stops the writer. A segment is deleted once every event in
+it is committed or quarantined. A segment whose owner died (its flock is free) is replayed by any
 worker; replays are idempotent because the request id is unique.
 
 A journal line holds a UsageEvent and nothing else: no credentials ever reach
@@ -24,13 +26,11 @@ import threading
 import time
 from collections import deque
 from itertools import islice
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, Callable
 
-import orjson
-
-from app.billing.metering import AttemptEvent, UsageEvent
+from app.billing.codec import decode, encode
+from app.billing.events import UsageEvent
+from app.billing.recorder import commit_events
 from app.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -38,26 +38,6 @@ log = logging.getLogger(__name__)
 SEGMENT_BYTES = 4 * 1024 * 1024
 MAX_QUEUED = 200_000  # beyond this, events wait in the journal for the replay instead of in memory
 ORPHAN_SCAN_SECONDS = 30.0
-
-
-def encode(event: UsageEvent) -> bytes:
-    return orjson.dumps(event, default=_default) + b"\n"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot journal {type(value).__name__}")
-
-
-def decode(line: bytes) -> UsageEvent:
-    data = orjson.loads(line)
-    data["created_at"] = datetime.fromisoformat(data["created_at"])
-    for name in ("charge", "reserved"):
-        data[name] = Decimal(data[name])
-    data["cost"] = Decimal(data["cost"]) if data["cost"] is not None else None
-    data["attempts"] = [AttemptEvent(**a) for a in data["attempts"]]
-    return UsageEvent(**data)
 
 
 def read_segment(path: str) -> list[UsageEvent]:
@@ -110,7 +90,7 @@ class JournalWriter:
                  batch_size: int = 500, interval: float = 0.05, max_backoff: float = 5.0, fsync: bool = False):
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._write = write or _write_batch
+        self._write = write or commit_events
         self.batch_size, self.interval, self.max_backoff, self.fsync = batch_size, interval, max_backoff, fsync
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -178,7 +158,7 @@ class JournalWriter:
             if time.monotonic() - self._last_scan > ORPHAN_SCAN_SECONDS:
                 self._last_scan = time.monotonic()
                 self.replay_orphans()
-                if self._write is _write_batch:  # the real database, not a test's writer
+                if self._write is commit_events:  # the real database, not a test's writer
                     _release_stale_reservations()
             with self._lock:
                 batch = list(islice(self._queue, self.batch_size))
@@ -264,13 +244,6 @@ class JournalWriter:
                 _unlink(segment.path)
             else:
                 segment.close()
-
-
-def _write_batch(events: list[UsageEvent]) -> None:
-    from app.billing.batch import write_batch
-
-    with session_scope() as session:
-        write_batch(session, events)
 
 
 def _release_stale_reservations() -> None:

@@ -7,9 +7,7 @@ never bills twice. Recording never fails a client response.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import or_, select, text, update
@@ -18,64 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing import ledger
+from app.billing.events import AttemptEvent, UsageEvent  # noqa: F401  (the seam's vocabulary, re-exported)
 from app.billing.money import ZERO
 from app.billing.periods import next_period, period_of
-from app.db import session_scope
 from app.models import ApiKey, FinalizedPeriod, Organization, UsageAttempt, UsageDaily, UsageRecord, UsageRollup
-from app.types import utcnow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class AttemptEvent:
-    provider: str
-    model: str
-    credential: str
-    label: str
-    outcome: str  # ok | failed
-    http_status: int | None = None
-    error_class: str = ""
-    latency_ms: int = 0
-
-
-@dataclass(slots=True)
-class UsageEvent:
-    request_id: str
-    org_id: int
-    api_key_id: int | None
-    provider: str
-    model: str
-    credential: str  # byok | shared
-    status: str  # ok | error
-    http_status: int
-    created_at: datetime = field(default_factory=utcnow)
-    label: str = ""
-    fallback: bool = False
-    fallback_reason: str = ""
-    fallback_refused: str = ""
-    error_class: str = ""
-    stream: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    tokens_source: str = "reported"  # reported | estimated | none
-    cost: Decimal | None = None  # provider list price; None when unpriced
-    cost_status: str = "priced"  # priced | unpriced | none
-    charge: Decimal = ZERO  # what the shared pool should debit (0 for BYOK)
-    reserved: Decimal = ZERO  # the reservation to release
-    price_id: int | None = None
-    latency_ms: int = 0
-    ttft_ms: int | None = None
-    attempts: list[AttemptEvent] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        # Its UTC month and day decide the record's period and rollup row: any other offset would move them.
-        if self.created_at.tzinfo is None:
-            raise ValueError("UsageEvent.created_at must be timezone-aware")
-        self.created_at = self.created_at.astimezone(timezone.utc)
 
 
 _writer: Callable[[UsageEvent], None] | None = None
@@ -115,8 +61,10 @@ def record(event: UsageEvent) -> None:
 
 
 def write_now(event: UsageEvent) -> None:
-    with session_scope() as session:
-        write(session, event)
+    """Sync mode: the writers' own path (a refused event is quarantined, not raised), for one event."""
+    from app.billing.recorder import commit_events
+
+    commit_events([event])
 
 
 def write(session: Session, event: UsageEvent) -> bool:

@@ -1,10 +1,10 @@
-"""Usage: one record per gateway request, one row per upstream attempt, and daily rollups."""
+"""Usage: one record per gateway request, one row per upstream attempt, daily rollups, and the quarantine."""
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -139,3 +139,30 @@ class UsageDaily(UsageSummary, Base):
     # Records that carry a fallback reason: the overview's fallback rate and fallback cost need them.
     reason_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     reason_charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+
+
+class QuarantinedEvent(Base):
+    """A usage event the database refused for a reason in its data, kept to inspect, retry or discard.
+
+    Every column is built so that this row can always be written, whatever was
+    wrong with the event: no foreign key (the organization may be what is
+    missing), a request id reduced to bounded printable ASCII, an error text
+    without any value of the row, and the event as escaped JSON text.
+    """
+
+    __tablename__ = "usage_quarantine"
+    __table_args__ = (Index("ix_usage_quarantine_status_org", "status", "org_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    # The event's request id when it is a plain one, else a digest of it: one row per event, replays included.
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | recorded | discarded
+    error_class: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(String(200), default="")  # SQLSTATE and condition, or a redacted first line
+    event: Mapped[str] = mapped_column(Text)  # app.billing.codec's JSON line: control characters escaped
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolution: Mapped[str] = mapped_column(String(300), default="")  # how it left the quarantine, by whom, why
