@@ -9,13 +9,15 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from app import db
+from app.gateway.auth import SCOPE_HOLDERS
 from app.models import ROLES, AuditLog
 from app.params import MAX_ROW_ID, row_id
 
 EVERYONE = ROLES
 FINANCE = ("admin", "finance")
 ADMIN = ("admin",)
-KEY_HOLDERS = ("admin", "developer")
+# Who may hold a key of any scope (the gateway refuses a key its owner may no longer hold).
+KEY_HOLDERS = tuple(dict.fromkeys(role for holders in SCOPE_HOLDERS.values() for role in holders))
 
 T = TypeVar("T")
 
