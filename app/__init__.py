@@ -49,8 +49,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app import edge, errors
 
     errors.register(app)
-    edge.register(app)
-
+    edge.register(app)  # before CSRF and every view: they read only what it let through
     from app.gateway.routes import bp as gateway_bp
 
     app.register_blueprint(gateway_bp)

@@ -174,3 +174,19 @@ def test_no_traceback_is_logged_for_a_refusal(admin, caplog):
     admin.get("/logs?model=%00")
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
     assert not re.search("unhandled", caplog.text)
+
+
+def test_every_multiline_form_field_is_known_to_the_edge():
+    """A new <textarea> field must be listed, or every line break typed into it is refused."""
+    import inspect
+
+    from wtforms import TextAreaField
+    from wtforms.fields.core import UnboundField
+
+    from app import edge
+    from app.dashboard import forms
+
+    textareas = {name for _, form in inspect.getmembers(forms, inspect.isclass)
+                 for name, field in vars(form).items()
+                 if isinstance(field, UnboundField) and issubclass(field.field_class, TextAreaField)}
+    assert textareas and textareas <= edge.MULTILINE_FIELDS

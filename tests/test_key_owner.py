@@ -123,7 +123,8 @@ def test_the_pages_say_why_a_key_was_revoked(org, users, admin):
     row = re.search(r"<tr[^>]*>(?:(?!</tr>).)*dev laptop.*?</tr>", keys_page, re.S).group(0)
     assert "revoked: owner deactivated" in row
     users_page = admin.get("/admin/users").get_data(as_text=True)
-    row = re.search(r'<tr[^>]*data-user="%s".*?</tr>' % re.escape(users["developer"].email), users_page, re.S).group(0)
+    email = re.escape(users["developer"].email)
+    row = re.search(rf'<tr[^>]*data-user="{email}".*?</tr>', users_page, re.S).group(0)
     assert "1 key revoked: owner deactivated" in row
 
 

@@ -15,8 +15,10 @@ bp = Blueprint("logs", __name__, url_prefix="/logs")
 
 PAGE_SIZE = 50
 U = UsageRecord
-# Text filters and their column widths: a longer value cannot match, so it is a mistake worth saying.
-TEXT_FILTERS = (("provider", U.provider, 32), ("model", U.model, 128), ("label", U.byok_label, 64))
+CHOICE_FILTERS = (("status", U.status, ("ok", "error")), ("credential", U.credential, ("byok", "shared")),
+                  ("fallback", U.fallback, ("yes", "no")))
+# Text filters and the column each matches: a value wider than the column cannot match, so it is a mistake to say.
+TEXT_FILTERS = (("provider", U.provider), ("model", U.model), ("label", U.byok_label))
 
 
 def parse_log_filters(args) -> tuple[list, dict[str, str], dict[str, str]]:
@@ -24,17 +26,16 @@ def parse_log_filters(args) -> tuple[list, dict[str, str], dict[str, str]]:
     where = [U.org_id == org_id()]
     values: dict[str, str] = {}
     errors: dict[str, str] = {}
-    for name, column, allowed in (("status", U.status, ("ok", "error")), ("credential", U.credential, ("byok", "shared")),
-                                  ("fallback", U.fallback, ("yes", "no"))):
+    for name, column, allowed in CHOICE_FILTERS:
         raw = (args.get(name) or "").strip()
         if raw and raw not in allowed:
             errors[name] = f"{name} must be one of: {', '.join(allowed)}"
         elif raw:
             where.append(column.is_(raw == "yes") if name == "fallback" else column == raw)
             values[name] = raw
-    for name, column, width in TEXT_FILTERS:
+    for name, column in TEXT_FILTERS:
         raw = (args.get(name) or "").strip()
-        problem = text_problem(raw, width)
+        problem = text_problem(raw, column.type.length)
         if problem:
             errors[name] = f"{name} {problem}"
         elif raw:

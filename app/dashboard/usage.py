@@ -28,6 +28,9 @@ ALERT_MIN_REQUESTS = 10
 GROUP_LABELS = {"day": "Day", "provider": "Provider", "model": "Model", "credential": "Credential",
                 "key": "Gateway key", "label": "BYOK label", "fallback_reason": "Fallback reason"}
 CHART_METRICS = ("spend", "requests", "tokens")
+# Text filters and the width of the column each matches: a longer value cannot match, so it is a mistake to say.
+TEXT_FILTERS = tuple((name, column.type.length) for name, column in (
+    ("provider", rollups.R.provider), ("model", rollups.R.model), ("label", rollups.R.byok_label)))
 
 
 @overview_bp.get("/", endpoint="index")
@@ -102,10 +105,6 @@ def parse_filters(args, today: date) -> tuple[rollups.UsageFilter, dict[str, str
         credential = ""
     text = {name: _text_filter(args, name, width, errors) for name, width in TEXT_FILTERS}
     return rollups.UsageFilter(start=start, end=end, credential=credential, api_key_id=key_id, **text), errors
-
-
-# Text filters and their column widths: a longer value cannot match, so it is a mistake worth saying.
-TEXT_FILTERS = (("provider", 32), ("model", 128), ("label", 64))
 
 
 def _text_filter(args, name: str, width: int, errors: dict[str, str]) -> str:
