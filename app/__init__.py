@@ -46,10 +46,10 @@ def create_app(config: dict | None = None) -> Flask:
     for provider in REGISTRY.values():
         provider.configure(app.config)
 
-    from app import errors
+    from app import edge, errors
 
     errors.register(app)
-
+    edge.register(app)  # before CSRF and every view: they read only what it let through
     from app.gateway.routes import bp as gateway_bp
 
     app.register_blueprint(gateway_bp)

@@ -1,7 +1,6 @@
 """The JSON management API under /api/v1 (gateway keys of scope `management`, own organization only)."""
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
@@ -9,12 +8,12 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 
-from app import db
+from app import csvfile, db, params
 from app.billing import invoicing
 from app.billing.invoice_export import money_text
 from app.billing.invoicing import money_sum
 from app.billing.money import ZERO
-from app.billing.periods import PeriodError, current_period, parse_period
+from app.billing.periods import current_period
 from app.gateway.auth import Caller, authenticate
 from app.gateway.errors import InvalidRequest, NotFound
 from app.models import ApiKey, CreditAccount, CreditEntry, UsageRollup
@@ -29,7 +28,6 @@ GROUP_FIELDS = {
 SUMS = ("requests", "errors", "fallbacks", "unpriced_requests", "prompt_tokens", "completion_tokens",
         "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "charged")
 MAX_SPAN_DAYS = 366
-NUMBER = re.compile(r"^KW-\d{4}-\d{6}$")
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -107,7 +105,7 @@ def _key_names(org_id: int) -> dict[int, str]:
 def credits() -> Response:
     caller = _caller()
     limit = _int_param("limit", 50, 1, 500)
-    before = _int_param("before", None, 1, None)
+    before = _int_param("before", None, 1, params.MAX_ROW_ID)
     account = db.session.get(CreditAccount, caller.org_id)
     stmt = select(CreditEntry).where(CreditEntry.org_id == caller.org_id).order_by(CreditEntry.id.desc())
     if before is not None:
@@ -126,14 +124,14 @@ def credits() -> Response:
     })
 
 
-def _int_param(name: str, default: int | None, low: int, high: int | None) -> int | None:
+def _int_param(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InvalidRequest(f"'{name}' must be an integer {bound}", param=name)
-    return int(raw)
+    value = params.bounded_int(raw, low, high)
+    if value is None:
+        raise InvalidRequest(f"'{name}' must be a whole number between {low} and {high}", param=name)
+    return value
 
 
 @bp.get("/invoices")
@@ -150,20 +148,17 @@ def invoice(ref: str) -> Response:
     caller = _caller()
     as_csv = ref.endswith(".csv")
     ref = ref[:-4] if as_csv else ref
-    if NUMBER.match(ref):
+    if params.invoice_number(ref):
         view = invoicing.invoice_view_by_number(db.session(), caller.org_id, ref)
         if view is None:
             raise NotFound(f"no invoice numbered '{ref}' in this organization")
     else:
-        try:
-            parse_period(ref)
-        except PeriodError as exc:
-            raise InvalidRequest(f"'period' {exc} (or an invoice number KW-YYYY-NNNNNN)", param="period") from None
+        if params.period(ref) is None:
+            raise InvalidRequest(f"'{ref[:20]}' is not a period YYYY-MM (from 2000-01) or an invoice number "
+                                 "KW-YYYY-NNNNNN", param="period")
         if ref > current_period():
             raise NotFound(f"no invoice for {ref}: the period has not started", param="period")
         view = invoicing.invoice_view(db.session(), caller.org_id, ref)
     if as_csv:
-        name = view.number or f"draft-{view.period}"
-        return Response(invoicing.to_csv(view), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="keyway-{name}.csv"'})
+        return csvfile.attachment(invoicing.to_csv(view), f"keyway-{view.number or f'draft-{view.period}'}.csv")
     return _json(invoicing.to_json(view))

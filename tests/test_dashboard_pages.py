@@ -130,7 +130,7 @@ def test_usage_date_range_and_a_malformed_date(org, users, login):
     end = days_ago(5).date().isoformat()
     assert _rows(client.get(f"/usage?group=model&start={start}&end={end}").get_data(as_text=True)) == ["openai/gpt-4o"]
     page = client.get("/usage?start=31/12/2025")
-    assert page.status_code == 200 and "is not a date (YYYY-MM-DD)" in page.get_data(as_text=True)
+    assert page.status_code == 400 and "is not a date (YYYY-MM-DD)" in page.get_data(as_text=True)
 
 
 def test_usage_is_served_from_rollups_not_raw_records(traffic, users, login):

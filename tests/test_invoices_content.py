@@ -95,7 +95,7 @@ def is_plain_number(cell: str) -> bool:
 
 
 def test_csv_keeps_negative_amounts_numeric():
-    from app.billing.invoice_export import safe_cell
+    from app.csvfile import safe_cell
 
     assert safe_cell(Decimal("-0.40")) == "-0.40"
     assert safe_cell("-0.40") == "-0.40"

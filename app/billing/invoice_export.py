@@ -1,18 +1,15 @@
-"""Invoice exports: CSV safe to open in a spreadsheet, and JSON with money as strings."""
+"""Invoice exports: CSV (through app.csvfile, safe to open in a spreadsheet), and JSON with money as strings."""
 from __future__ import annotations
 
-import csv
-import io
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from app import csvfile
 from app.billing.money import CENT
 
 if TYPE_CHECKING:
     from app.billing.invoicing import InvoiceView, Line
 
-# A spreadsheet evaluates a cell starting with these as a formula (OWASP "CSV injection").
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("section", "provider", "model", "detail", "requests", "input_tokens", "output_tokens",
                "cached_tokens", "amount")
 
@@ -26,27 +23,7 @@ def money_text(value: Decimal | None) -> str | None:
     return format(value.normalize(), "f")
 
 
-def safe_cell(value: Any) -> str:
-    """Quote text a spreadsheet would run as a formula; numbers (negative ones too) stay numbers."""
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)
-    text = "" if value is None else str(value)
-    if text.startswith(FORMULA_START) and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return Decimal(text).is_finite() and text.strip() == text
-    except ArithmeticError:
-        return False
-
-
 def to_csv(view: "InvoiceView") -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
     rows: list[tuple] = [
         ("invoice", "", "", f"number={view.number or 'DRAFT'} period={view.period} status={view.status}",
          "", "", "", "", ""),
@@ -61,9 +38,7 @@ def to_csv(view: "InvoiceView") -> str:
     for name in ("shared_total", "byok_total", "total_spend", "opening_balance", "grants", "credits_used",
                  "closing_balance"):
         rows.append(("summary", "", "", name, "", "", "", "", money_text(getattr(view, name))))
-    for row in rows:
-        writer.writerow([safe_cell(cell) for cell in row])
-    return out.getvalue()
+    return csvfile.to_text(CSV_COLUMNS, rows)
 
 
 def _line_row(section: str, x: "Line", detail: str) -> tuple:

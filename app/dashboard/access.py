@@ -9,12 +9,15 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from app import db
+from app.gateway.auth import SCOPE_HOLDERS
 from app.models import ROLES, AuditLog
+from app.params import MAX_ROW_ID, row_id
 
 EVERYONE = ROLES
 FINANCE = ("admin", "finance")
 ADMIN = ("admin",)
-KEY_HOLDERS = ("admin", "developer")
+# Who may hold a key of any scope (the gateway refuses a key its owner may no longer hold).
+KEY_HOLDERS = tuple(dict.fromkeys(role for holders in SCOPE_HOLDERS.values() for role in holders))
 
 T = TypeVar("T")
 
@@ -43,10 +46,23 @@ def org_id() -> int:
 
 def owned(model: type[T], object_id: Any) -> T:
     """The object with this id in the caller's organization; another organization's answers 404."""
+    if isinstance(object_id, int) and not 1 <= object_id <= MAX_ROW_ID:
+        abort(404)  # no such row, and SQLite cannot even bind a number this large
     obj = db.session.get(model, object_id)
     if obj is None or getattr(obj, "org_id", None) != current_user.org_id:
         abort(404)
     return obj
+
+
+def before_id(args) -> int | None:
+    """The `before` cursor of a list paged by id (newest first): None for the first page, 400 if not an id."""
+    raw = args.get("before", "")
+    if not raw:
+        return None
+    value = row_id(raw)
+    if value is None:
+        abort(400, description="query parameter 'before' must be a row id from a page link (a whole number)")
+    return value
 
 
 def audit(session: Session, action: str, summary: str, detail: dict[str, Any] | None = None) -> None:

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from sqlalchemy import select
 
 from app import db
-from app.dashboard.access import ADMIN, audit, org_id, roles
+from app.dashboard.access import ADMIN, before_id, audit, org_id, roles
 from app.gateway import auth as gateway_auth
 from app.gateway.policy import DEFAULT_TRIGGERS, TRIGGERS, FallbackPolicy
 from app.gateway.providers import REGISTRY
@@ -125,9 +125,9 @@ def _policy_summary(old: dict[str, Any], new: dict[str, Any]) -> str:
 @roles(*ADMIN)
 def audit_log():
     where = [AuditLog.org_id == org_id()]
-    before = request.args.get("before", "")
-    if before.isdigit():
-        where.append(AuditLog.id < int(before))
+    before = before_id(request.args)
+    if before is not None:
+        where.append(AuditLog.id < before)
     session = db.session()
     rows = list(session.scalars(select(AuditLog).where(*where).order_by(AuditLog.id.desc()).limit(AUDIT_PAGE + 1)))
     more = len(rows) > AUDIT_PAGE

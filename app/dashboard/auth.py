@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import db
+from app.dashboard.forms import EMAIL, MAX_EMAIL
 from app.models import LoginThrottle, User
 from app.security import hash_password, verify_password
 from app.types import utcnow
@@ -89,9 +90,12 @@ def login():
     error = None
     email = ""
     if request.method == "POST":
-        email = (request.form.get("email") or "").strip().lower()[:254]
+        email = (request.form.get("email") or "").strip().lower()
         password = request.form.get("password") or ""
-        user = authenticate(email, password) if email and password else None
+        # Not an email: the same answer as a wrong password, without a query or a throttle row for it.
+        plausible = len(email) <= MAX_EMAIL and EMAIL.fullmatch(email) and password
+        user = authenticate(email, password) if plausible else None
+        email = email[:MAX_EMAIL]
         if user is None:
             error = FAILED
         else:

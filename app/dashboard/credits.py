@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app import db
 from app.billing import ledger
-from app.dashboard.access import ADMIN, FINANCE, audit, org_id, roles
+from app.dashboard.access import ADMIN, FINANCE, audit, before_id, org_id, roles
 from app.dashboard.formatting import usd
 from app.dashboard.forms import GrantForm
 from app.models import CreditEntry, User
@@ -20,9 +20,9 @@ def _page(form: GrantForm, status: int = 200):
     session = db.session()
     balance, reserved = ledger.balance_of(session, org_id())
     where = [CreditEntry.org_id == org_id()]
-    before = request.args.get("before", "")
-    if before.isdigit():
-        where.append(CreditEntry.id < int(before))
+    before = before_id(request.args)
+    if before is not None:
+        where.append(CreditEntry.id < before)
     entries = list(session.scalars(select(CreditEntry).where(*where).order_by(CreditEntry.id.desc())
                                    .limit(PAGE_SIZE + 1)))
     more = len(entries) > PAGE_SIZE

@@ -23,6 +23,10 @@ def choices(pairs) -> list:
 
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_EMAIL = 254  # RFC 5321's limit on a forward path, and the users.email column
+# Price catalog ids: what a price form accepts is what a price page may be asked for.
+PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+MODEL_NAME = re.compile(r"[\w.:/@-]{1,128}")
 ROLE_CHOICES = choices((r, r.capitalize()) for r in ROLES)
 
 
@@ -39,7 +43,8 @@ def _role(form, field) -> None:
 
 
 class CreateUserForm(FlaskForm):
-    email = StringField("Email", validators=[DataRequired("Enter an email address."), Length(max=254), _valid_email])
+    email = StringField("Email", validators=[DataRequired("Enter an email address."), Length(max=MAX_EMAIL),
+                                             _valid_email])
     password = PasswordField("Password", validators=[DataRequired("Enter a password."),
                                                      Length(min=12, max=200, message="Use 12 to 200 characters.")])
     role = SelectField("Role", choices=ROLE_CHOICES, validate_choice=False, validators=[_role])
@@ -110,12 +115,12 @@ class PriceForm(FlaskForm):
 
     def validate_provider(self, field) -> None:
         field.data = (field.data or "").strip().lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", field.data):
+        if not PROVIDER_ID.fullmatch(field.data):
             raise ValidationError("Provider ids are lowercase letters, digits, - and _.")
 
     def validate_model(self, field) -> None:
         field.data = (field.data or "").strip()
-        if not re.fullmatch(r"[\w.:/@-]+", field.data):
+        if not MODEL_NAME.fullmatch(field.data):
             raise ValidationError("A model name has no spaces or special characters.")
 
     def validate_effective_from(self, field) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from app import db
+from app import csvfile, db, params
 from app.billing import invoicing
-from app.billing.periods import PeriodError, current_period, parse_period
+from app.billing.periods import current_period
 from app.dashboard.access import ADMIN, FINANCE, org_id, roles
 from app.dashboard.forms import VoidForm
 
@@ -14,15 +14,14 @@ bp = Blueprint("invoices", __name__, url_prefix="/invoices")
 
 
 def _view(period: str):
-    try:
-        parse_period(period)
-    except PeriodError:
+    # A period that has not started has no invoice, even a draft (and 9999-12 would end past the calendar).
+    if params.period(period) is None or period > current_period():
         abort(404)
     return invoicing.invoice_view(db.session(), org_id(), period)
 
 
 def _by_number(number: str):
-    view = invoicing.invoice_view_by_number(db.session(), org_id(), number[:40])
+    view = invoicing.invoice_view_by_number(db.session(), org_id(), number) if params.invoice_number(number) else None
     if view is None:
         abort(404)
     return view
@@ -71,9 +70,7 @@ def printable_by_number(number: str):
 
 
 def _csv(view) -> Response:
-    name = f"invoice_{view.number or 'draft'}_{view.period}.csv"
-    return Response(invoicing.to_csv(view), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return csvfile.attachment(invoicing.to_csv(view), f"invoice_{view.number or 'draft'}_{view.period}.csv")
 
 
 @bp.get("/<period>/invoice.csv")

@@ -1,19 +1,24 @@
 """The request log: metadata of each gateway request (no prompts, no keys: none are stored)."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from flask import Blueprint, abort, render_template, request
 from sqlalchemy import select, tuple_
 
-from app import db
+from app import db, params
 from app.dashboard.access import EVERYONE, org_id, roles
 from app.models import ApiKey, UsageRecord
+from app.validation import text_problem
 
 bp = Blueprint("logs", __name__, url_prefix="/logs")
 
 PAGE_SIZE = 50
 U = UsageRecord
+CHOICE_FILTERS = (("status", U.status, ("ok", "error")), ("credential", U.credential, ("byok", "shared")),
+                  ("fallback", U.fallback, ("yes", "no")))
+# Text filters and the column each matches: a value wider than the column cannot match, so it is a mistake to say.
+TEXT_FILTERS = (("provider", U.provider), ("model", U.model), ("label", U.byok_label))
 
 
 def parse_log_filters(args) -> tuple[list, dict[str, str], dict[str, str]]:
@@ -21,43 +26,44 @@ def parse_log_filters(args) -> tuple[list, dict[str, str], dict[str, str]]:
     where = [U.org_id == org_id()]
     values: dict[str, str] = {}
     errors: dict[str, str] = {}
-    for name, column, allowed in (("status", U.status, ("ok", "error")), ("credential", U.credential, ("byok", "shared"))):
+    for name, column, allowed in CHOICE_FILTERS:
         raw = (args.get(name) or "").strip()
         if raw and raw not in allowed:
             errors[name] = f"{name} must be one of: {', '.join(allowed)}"
         elif raw:
+            where.append(column.is_(raw == "yes") if name == "fallback" else column == raw)
+            values[name] = raw
+    for name, column in TEXT_FILTERS:
+        raw = (args.get(name) or "").strip()
+        problem = text_problem(raw, column.type.length)
+        if problem:
+            errors[name] = f"{name} {problem}"
+        elif raw:
             where.append(column == raw)
             values[name] = raw
-    for name, column, limit in (("provider", U.provider, 32), ("model", U.model, 128), ("label", U.byok_label, 64)):
-        raw = (args.get(name) or "").strip()[:limit]
-        if raw:
-            where.append(column == raw)
-            values[name] = raw
-    fallback = (args.get("fallback") or "").strip()
-    if fallback in ("yes", "no"):
-        where.append(U.fallback.is_(fallback == "yes"))
-        values["fallback"] = fallback
-    elif fallback:
-        errors["fallback"] = "fallback must be yes or no"
     key = (args.get("key") or "").strip()
-    if key.isdigit():
-        where.append(U.api_key_id == int(key))
-        values["key"] = key
-    elif key:
-        errors["key"] = "unknown gateway key"
+    if key:
+        if params.row_id(key) is None:
+            errors["key"] = "unknown gateway key"
+        else:
+            where.append(U.api_key_id == int(key))
+            values["key"] = key
+    _date_filters(args, where, values, errors)
+    return where, values, errors
+
+
+def _date_filters(args, where: list, values: dict[str, str], errors: dict[str, str]) -> None:
     for name in ("start", "end"):
         raw = (args.get(name) or "").strip()
         if not raw:
             continue
-        try:
-            day = date.fromisoformat(raw)
-        except ValueError:
-            errors[name] = f"'{raw[:20]}' is not a date (YYYY-MM-DD)"
+        day = params.day(raw)
+        if day is None:
+            errors[name] = f"'{raw[:20]}' is not a date ({params.DAY_RANGE})"
             continue
         values[name] = raw
         moment = datetime.combine(day, time.min, tzinfo=timezone.utc)
         where.append(U.created_at >= moment if name == "start" else U.created_at < moment + timedelta(days=1))
-    return where, values, errors
 
 
 def encode_cursor(record: UsageRecord) -> str:
@@ -70,7 +76,7 @@ def decode_cursor(raw: str) -> tuple[datetime, int] | None:
         moment = datetime.fromisoformat(stamp)
     except ValueError:
         return None
-    if not ident.isdigit() or moment.tzinfo is None:
+    if params.row_id(ident) is None or moment.tzinfo is None:
         return None
     return moment, int(ident)
 
@@ -96,13 +102,16 @@ def index():
     next_cursor = encode_cursor(records[-1]) if more else None
     return render_template("logs/index.html", records=records, values=values, errors=errors, keys=keys,
                            next_cursor=next_cursor, first_page=not cursor_raw,
-                           key_options=[(str(k.id), f"{k.name or 'unnamed'} ({k.prefix}…)") for k in keys.values()])
+                           key_options=[(str(k.id), f"{k.name or 'unnamed'} ({k.prefix}…)") for k in keys.values()]
+                           ), 400 if errors else 200
 
 
 @bp.get("/<request_id>")
 @roles(*EVERYONE)
 def detail(request_id: str):
-    record = db.session.scalar(select(U).where(U.request_id == request_id[:40], U.org_id == org_id()))
+    if params.request_id(request_id) is None:
+        abort(404)
+    record = db.session.scalar(select(U).where(U.request_id == request_id, U.org_id == org_id()))
     if record is None:
         abort(404)
     key = db.session.get(ApiKey, record.api_key_id) if record.api_key_id else None

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app import db
 from app.billing.pricing import price_book
 from app.dashboard.access import ADMIN, audit, roles
-from app.dashboard.forms import PriceForm
+from app.dashboard.forms import MODEL_NAME, PROVIDER_ID, PriceForm
 from app.models import Price
 from app.types import utcnow
 
@@ -93,6 +93,8 @@ def create():
 @bp.get("/<provider>/<path:model>")
 @roles(*ADMIN)
 def versions(provider: str, model: str):
+    if not (PROVIDER_ID.fullmatch(provider) and MODEL_NAME.fullmatch(model)):
+        abort(404)  # no price can have this name: the form refuses it
     rows = list(db.session.scalars(select(Price).where(Price.provider == provider, Price.model == model)
                                    .order_by(Price.effective_from.desc())))
     if not rows:

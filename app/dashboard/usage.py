@@ -1,16 +1,14 @@
 """Overview and usage pages, from the daily summary (the fine rollups when a key, label or reason is asked for)."""
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request
 from sqlalchemy import select
 
-from app import db
+from app import csvfile, db, params
 from app.billing import ledger
 from app.dashboard import rollups
 from app.dashboard.access import EVERYONE, org_id, roles
@@ -19,6 +17,7 @@ from app.dashboard.formatting import percent, usd
 from app.gateway.policy import FallbackPolicy
 from app.models import ApiKey, Organization
 from app.types import utcnow
+from app.validation import text_problem
 
 overview_bp = Blueprint("overview", __name__)
 bp = Blueprint("usage", __name__, url_prefix="/usage")
@@ -31,6 +30,9 @@ ALERT_MIN_REQUESTS = 10
 GROUP_LABELS = {"day": "Day", "provider": "Provider", "model": "Model", "credential": "Credential",
                 "key": "Gateway key", "label": "BYOK label", "fallback_reason": "Fallback reason"}
 CHART_METRICS = ("spend", "requests", "tokens")
+# Text filters and the width of the column each matches: a longer value cannot match, so it is a mistake to say.
+TEXT_FILTERS = tuple((name, column.type.length) for name, column in (
+    ("provider", rollups.R.provider), ("model", rollups.R.model), ("label", rollups.R.byok_label)))
 
 
 @overview_bp.get("/", endpoint="index")
@@ -97,24 +99,32 @@ def parse_filters(args, today: date) -> tuple[rollups.UsageFilter, dict[str, str
         errors["start"] = f"a range can span at most {MAX_SPAN_DAYS} days"
         start = end - timedelta(days=MAX_SPAN_DAYS - 1)
     key_raw = (args.get("key") or "").strip()
-    key_id = None
-    if key_raw:
-        if key_raw.isdigit():
-            key_id = int(key_raw)
-        else:
-            errors["key"] = "unknown gateway key"
+    key_id = params.row_id(key_raw) if key_raw else None
+    if key_raw and key_id is None:
+        errors["key"] = "unknown gateway key"
     credential = (args.get("credential") or "").strip()
     if credential and credential not in ("byok", "shared"):
         errors["credential"] = "credential must be byok or shared"
         credential = ""
-    return rollups.UsageFilter(start=start, end=end, provider=(args.get("provider") or "").strip()[:32],
-                               model=(args.get("model") or "").strip()[:128], credential=credential,
-                               api_key_id=key_id, label=(args.get("label") or "").strip()[:64]), errors
+    text = {name: _text_filter(args, name, width, errors) for name, width in TEXT_FILTERS}
+    return rollups.UsageFilter(start=start, end=end, credential=credential, api_key_id=key_id, **text), errors
 
 
-def _choice(args, name: str, allowed, default: str) -> str:
+def _text_filter(args, name: str, width: int, errors: dict[str, str]) -> str:
+    raw = (args.get(name) or "").strip()
+    problem = text_problem(raw, width)
+    if problem:
+        errors[name] = f"{name} {problem}"
+        return ""
+    return raw
+
+
+def _choice(args, name: str, allowed, default: str, errors: dict[str, str]) -> str:
     value = args.get(name) or default
-    return value if value in allowed else default
+    if value in allowed:
+        return value
+    errors[name] = f"{name} must be one of: {', '.join(allowed)}"
+    return default
 
 
 def usage_table(args) -> dict[str, Any]:
@@ -122,9 +132,9 @@ def usage_table(args) -> dict[str, Any]:
     session = db.session()
     oid = org_id()
     flt, errors = parse_filters(args, utcnow().date())
-    group = _choice(args, "group", rollups.DIMENSIONS, "model")
-    sort = _choice(args, "sort", ("name",) + rollups.METRICS, "spend")
-    order = _choice(args, "order", ("asc", "desc"), "desc")
+    group = _choice(args, "group", rollups.DIMENSIONS, "model", errors)
+    sort = _choice(args, "sort", ("name",) + rollups.METRICS, "spend", errors)
+    order = _choice(args, "order", ("asc", "desc"), "desc", errors)
     table = flt.source(group)
     rows = rollups.sort_rows(rollups.grouped(session, flt.clauses(oid, table), group, table), sort, order == "desc")
     keys = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.org_id == oid).order_by(ApiKey.name))}
@@ -150,7 +160,7 @@ def row_name(group: str, key: tuple, keys: dict[int, ApiKey]) -> str:
 def index():
     data = usage_table(request.args)
     flt = data["filter"]
-    metric = _choice(request.args, "chart", CHART_METRICS, "spend")
+    metric = _choice(request.args, "chart", CHART_METRICS, "spend", data["errors"])
     chart_table = flt.source()  # the chart is by day whatever the grouping: only the filters matter
     days, series = rollups.daily_by_credential(db.session(), flt.clauses(org_id(), chart_table), flt.start,
                                                flt.end, metric, chart_table)
@@ -158,33 +168,27 @@ def index():
     options["key"] = [(k.id, f"{k.name or 'unnamed'} ({k.prefix}…)") for k in data["keys"].values()]
     return render_template("usage/usage.html", **data, options=options, metric=metric,
                            chart=stacked_bars(days, series, axis_label_for(metric)), row_name=row_name,
-                           group_labels=GROUP_LABELS, chart_metrics=CHART_METRICS)
+                           group_labels=GROUP_LABELS, chart_metrics=CHART_METRICS), 400 if data["errors"] else 200
 
 
 CSV_COLUMNS = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "avg_latency_ms",
                "byok_cost", "shared_charged", "spend", "unpriced_requests")
+MICRO = Decimal("0.000001")
 
 
 @bp.get("/export.csv")
 @roles(*EVERYONE)
 def export_csv():
     data = usage_table(request.args)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow([data["group"], *CSV_COLUMNS, "error_rate"])
-    for t in data["rows"]:
-        writer.writerow([row_name(data["group"], t.key, data["keys"]),
-                         *[_csv_value(t.value(c)) for c in CSV_COLUMNS],
-                         "" if t.error_rate is None else str(t.error_rate.quantize(Decimal("0.0001")))])
+    if data["errors"]:
+        # A download cannot show the form's messages, and a file of other rows than asked would mislead.
+        abort(400, description="; ".join(data["errors"].values()))
+    rows = ([row_name(data["group"], t.key, data["keys"]), *[_csv_value(t.value(c)) for c in CSV_COLUMNS],
+             None if t.error_rate is None else t.error_rate.quantize(Decimal("0.0001"))] for t in data["rows"])
     flt = data["filter"]
-    name = f"usage_{data['group']}_{flt.start}_{flt.end}.csv"
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    text = csvfile.to_text([data["group"], *CSV_COLUMNS, "error_rate"], rows)
+    return csvfile.attachment(text, f"usage_{data['group']}_{flt.start}_{flt.end}.csv")
 
 
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return str(value.quantize(Decimal("0.000001")))
-    return str(value)
+def _csv_value(value: Any) -> Any:
+    return value.quantize(MICRO) if isinstance(value, Decimal) else value

@@ -1,6 +1,9 @@
 """Admin › Users: create with a password, change role, deactivate; the last admin always stays."""
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from flask import Blueprint, flash, redirect, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -9,7 +12,9 @@ from sqlalchemy.orm import Session
 from app import db
 from app.dashboard.access import ADMIN, audit, org_id, owned, roles
 from app.dashboard.forms import CreateUserForm, RoleForm
-from app.models import ROLES, User
+from app.dashboard.keys import revocation_reasons, revoke_unentitled
+from app.gateway import auth as gateway_auth
+from app.models import ROLES, ApiKey, User
 from app.security import hash_password
 
 bp = Blueprint("users", __name__, url_prefix="/admin/users")
@@ -35,9 +40,25 @@ def other_active_admins(session: Session, user: User) -> int:
 
 
 def _page(form: CreateUserForm | None = None, status: int = 200, row_errors: dict[int, str] | None = None):
-    users = list(db.session.scalars(select(User).where(User.org_id == org_id()).order_by(User.email)))
+    session = db.session()
+    users = list(session.scalars(select(User).where(User.org_id == org_id()).order_by(User.email)))
     return render_template("admin/users.html", users=users, form=form or CreateUserForm(), roles=ROLES,
-                           row_errors=row_errors or {}), status
+                           row_errors=row_errors or {}, keys=_key_summary(session)), status
+
+
+def _key_summary(session: Session) -> dict[int, dict[str, Any]]:
+    """Per user: live keys, and keys revoked because of a change to the user, counted by reason."""
+    reasons = revocation_reasons(session, org_id())
+    out: dict[int, dict[str, Any]] = {}
+    for key_id, user_id, revoked_at in session.execute(
+            select(ApiKey.id, ApiKey.user_id, ApiKey.revoked_at)
+            .where(ApiKey.org_id == org_id(), ApiKey.user_id.is_not(None))):
+        entry = out.setdefault(user_id, {"live": 0, "revoked": Counter()})
+        if revoked_at is None:
+            entry["live"] += 1
+        elif key_id in reasons:
+            entry["revoked"][reasons[key_id]] += 1
+    return out
 
 
 @bp.get("")
@@ -84,8 +105,9 @@ def change_role(user_id: int):
     old = user.role
     user.role = form.role.data
     audit(session, "user.role", f"{user.email}: {old} → {user.role}", {"user_id": user.id, "from": old, "to": user.role})
+    lost = revoke_unentitled(session, user)
     session.commit()
-    flash(f"{user.email} is now {user.role}.", "success")
+    _after_revocation(f"{user.email} is now {user.role}", lost)
     return redirect(url_for("users.index"))
 
 
@@ -100,6 +122,17 @@ def toggle_active(user_id: int):
     user.is_active = not user.is_active
     action = "reactivated" if user.is_active else "deactivated"
     audit(session, "user.active", f"{action} {user.email}", {"user_id": user.id, "active": user.is_active})
+    # Reactivation brings no key back: a revoked key stays revoked, the user creates new ones.
+    lost = revoke_unentitled(session, user)
     session.commit()
-    flash(f"{action.capitalize()} {user.email}.", "success")
+    _after_revocation(f"{action.capitalize()} {user.email}", lost)
     return redirect(url_for("users.index"))
+
+
+def _after_revocation(done: str, lost: list) -> None:
+    if lost:
+        # This worker forgets the keys now; every other worker within POLICY_CACHE_SECONDS.
+        gateway_auth.forget_cache()
+        names = ", ".join(f"{k.prefix}…" for k in lost)
+        done += f"; revoked {len(lost)} gateway key{'s' if len(lost) > 1 else ''} it no longer entitles ({names})"
+    flash(done + ".", "success")

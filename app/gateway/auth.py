@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app import db
 from app.gateway.errors import AuthenticationFailed, PermissionDenied
 from app.gateway.policy import FallbackPolicy
-from app.models import ApiKey, Organization
+from app.models import ApiKey, Organization, User
 from app.security import hash_gateway_key
 
 
@@ -23,6 +23,16 @@ class Caller:
     scope: str
     policy: FallbackPolicy
     markup_percent: Decimal
+
+
+# Which roles may hold a key of each scope. A key is as good as its owner: a deactivated
+# owner, or one whose role no longer allows the scope, makes it refuse (keys without an owner,
+# issued from the CLI for the organization, answer to no user).
+SCOPE_HOLDERS = {"inference": ("admin", "developer"), "management": ("admin",)}
+
+
+def may_hold(role: str, scope: str) -> bool:
+    return role in SCOPE_HOLDERS.get(scope, ())
 
 
 _cache: dict[str, tuple[float, Caller | None]] = {}
@@ -67,11 +77,17 @@ def _load(digest: str, platform_default: bool) -> Caller | None:
     with db.session_scope() as session:
         row = session.execute(
             select(ApiKey.id, ApiKey.org_id, ApiKey.scope, ApiKey.revoked_at,
-                   Organization.fallback_policy, Organization.shared_markup_percent)
+                   Organization.fallback_policy, Organization.shared_markup_percent,
+                   User.is_active.label("owner_active"), User.role.label("owner_role"))
             .join(Organization, Organization.id == ApiKey.org_id)
+            .outerjoin(User, User.id == ApiKey.user_id)
             .where(ApiKey.key_hash == digest)
         ).first()
     if row is None or row.revoked_at is not None:
+        return None
+    # Defence in depth: the dashboard revokes these keys when the owner changes, but an account
+    # changed any other way (SQL, a script) must not leave them working.
+    if row.owner_role is not None and not (row.owner_active and may_hold(row.owner_role, row.scope)):
         return None
     return Caller(row.id, row.org_id, row.scope, FallbackPolicy.from_json(row.fallback_policy, platform_default),
                   row.shared_markup_percent or Decimal(0))
