@@ -287,6 +287,33 @@ def test_any_forbidden_character_anywhere_in_a_valid_endpoint_is_refused(listene
         outbound.parse_origin(value, rules)
 
 
+_CRAFTED_ENDPOINT = st.one_of(
+    st.builds(lambda host, trick, port: "https://" + trick.format(ip=host) + port, _IP_HOSTS, _TRICKS,
+              st.sampled_from(["", ":{p4}", ":{p6}"])),
+    st.builds(lambda at, inserted: (at, inserted), st.integers(min_value=0), _FORBIDDEN),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(crafted=_CRAFTED_ENDPOINT)
+def test_generated_endpoints_are_400_with_no_connection_anywhere(client, gateway_key, listeners, resolve_to_listener,
+                                                                 monkeypatch, crafted):
+    v4, v6 = listeners
+    ports = {"p4": v4.port, "p6": v6.port if v6 else v4.port}
+    if isinstance(crafted, tuple):  # a forbidden character inserted anywhere in a valid endpoint
+        valid = f"https://x.openai.azure.com:{v4.port}"
+        at = crafted[0] % (len(valid) + 1)
+        endpoint = valid[:at] + crafted[1] + valid[at:]
+    else:
+        endpoint = crafted.replace("{p4}", str(ports["p4"])).replace("{p6}", str(ports["p6"]))
+    before = [listener.accepts for listener in listeners if listener]
+    with spying(monkeypatch) as spy:
+        response = chat(client, gateway_key, model="gpt-4o", byok_conf=azure_conf(v4.port, endpoint=endpoint))
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "byok_conf.credentials.endpoint"
+    assert spy.outbound() == [] and resolve_to_listener == []
+    assert [listener.accepts for listener in listeners if listener] == before
+
+
 _URLISH = st.text(alphabet=st.sampled_from(list("hts:/@\\[]%.-_0123456789xaopenizurcm#?") + [" ", "\t", "é", "。"]),
                   max_size=60)
 
@@ -318,20 +345,27 @@ def _model_segment(path: str, after: str, before: str) -> str:
     return unquote(path.split(after, 1)[1].rsplit(before, 1)[0])
 
 
+def _built(provider_id: str, creds: Credentials, model: str):
+    """The upstream request for checked credentials and model, or None when either is refused."""
+    try:
+        REGISTRY[provider_id].check_credentials(creds, {})
+        return REGISTRY[provider_id].build_request(_REQUEST, model, creds, None)
+    except InvalidRequest:
+        return None
+
+
 @FAST
 @given(region=_REGION_LIKE, model=_MODEL_LIKE, project=st.one_of(
     st.text(max_size=40), st.from_regex(r"[a-z][a-z0-9-]{4,10}[a-z0-9]", fullmatch=True)))
 def test_vertex_urls_have_the_host_and_path_their_checked_parts_say(region, project, model):
-    creds = Credentials({"project_id": project, "region": region, "access_token": "t"})
-    try:
-        REGISTRY["vertex"].check_credentials(creds, {})
-        upstream = REGISTRY["vertex"].build_request(_REQUEST, model, creds, None)
-    except InvalidRequest:
+    upstream = _built("vertex", Credentials({"project_id": project, "region": region, "access_token": "t"}), model)
+    if upstream is None:
         return
     url = parse_url(upstream.url)
     assert url.host == ("aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com")
     assert urlsplit(upstream.url).hostname == url.host
-    assert url.path.startswith(f"/v1/projects/{project}/locations/{region}/publishers/google/models/")
+    publisher = "anthropic" if model.startswith("claude") else "google"
+    assert url.path.startswith(f"/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/")
     assert _model_segment(url.path, "/models/", ":") == model
 
 
@@ -339,13 +373,12 @@ def test_vertex_urls_have_the_host_and_path_their_checked_parts_say(region, proj
 @given(region=_REGION_LIKE, model=_MODEL_LIKE)
 def test_bedrock_urls_have_the_host_and_path_their_checked_parts_say(region, model):
     creds = Credentials({"aws_access_key_id": "AKIATESTKEY000000001", "aws_secret_access_key": "s", "region": region})
-    try:
-        REGISTRY["bedrock"].check_credentials(creds, {})
-        upstream = REGISTRY["bedrock"].build_request(_REQUEST, model, creds, None)
-    except InvalidRequest:
+    upstream = _built("bedrock", creds, model)
+    if upstream is None:
         return
     url = parse_url(upstream.url)
-    assert url.host == f"bedrock-runtime.{region}.amazonaws.com" and urlsplit(upstream.url).hostname == url.host
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    assert url.host == f"bedrock-runtime.{region}.{suffix}" and urlsplit(upstream.url).hostname == url.host
     assert url.path.count("/") == 3 and _model_segment(url.path, "/model/", "/") == model
 
 
