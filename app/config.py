@@ -21,6 +21,12 @@ class Config:
     UPSTREAM_ATTEMPT_DEADLINE = 120.0
     UPSTREAM_POOL_SIZE = 64
     GATEWAY_AZURE_ALLOWED_HOSTS = "*.openai.azure.com,*.cognitiveservices.azure.com"
+    # Ports a BYOK Azure endpoint may name (comma-separated).
+    GATEWAY_AZURE_ALLOWED_PORTS = "443"
+    # Let caller-named hosts resolve to private or loopback addresses (a private Azure deployment on the LAN).
+    GATEWAY_ALLOW_PRIVATE_UPSTREAMS = False
+    # A PEM file of CA certificates trusted for upstream TLS instead of the system's (TLS-inspecting proxies).
+    UPSTREAM_CA_BUNDLE = ""
 
     # Worst-case reservation when a request names no max_tokens.
     DEFAULT_MAX_TOKENS_RESERVE = 4096

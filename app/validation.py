@@ -8,6 +8,7 @@ header). Callers turn the reason into their own 400 naming the field.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # C0 controls and DEL; tab, LF and CR are allowed only where a value may span lines.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -68,6 +69,23 @@ def check_secret(value: str, max_length: int = MAX_SECRET) -> str:
     if problem:
         raise TextRejected(problem)
     return value
+
+
+def nesting_problem(value: Any, max_depth: int) -> str | None:
+    """Why a parsed JSON value is nested too deeply to be handled safely, or None when it is not.
+
+    orjson encodes at most ~250 levels and decodes at most 1024: a bound well below
+    both means no value that passed the edge can fail to round-trip later.
+    """
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return f"is nested more than {max_depth} levels deep"
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return None
 
 
 def _has_lone_surrogate(value: str) -> bool:

@@ -68,11 +68,11 @@ def request(model="vertex/gemini-2.5-pro", **body):
 
 # -- translation -------------------------------------------------------------------------------
 def test_gemini_model_url_and_body():
-    creds = Credentials({"project_id": "p-1", "region": "us-central1", "access_token": "t"})
+    creds = Credentials({"project_id": "proj-1234", "region": "us-central1", "access_token": "t"})
     req = request(stream=True, messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
     upstream = PROVIDER.build_request(req, "gemini-2.5-pro", creds, None)
-    assert upstream.url == ("https://us-central1-aiplatform.googleapis.com/v1/projects/p-1/locations/us-central1/"
+    assert upstream.url == ("https://us-central1-aiplatform.googleapis.com/v1/projects/proj-1234/locations/us-central1/"
                             "publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse")
     assert upstream.headers["Authorization"] == "Bearer t"
     assert orjson.loads(upstream.body)["contents"][0]["parts"] == [
@@ -80,9 +80,9 @@ def test_gemini_model_url_and_body():
 
 
 def test_claude_model_uses_raw_predict_with_vertex_version():
-    creds = Credentials({"project_id": "p-1", "region": "global", "access_token": "t"})
+    creds = Credentials({"project_id": "proj-1234", "region": "global", "access_token": "t"})
     upstream = PROVIDER.build_request(request("vertex/claude-sonnet-4-5"), "claude-sonnet-4-5@20250929", creds, None)
-    assert upstream.url == ("https://aiplatform.googleapis.com/v1/projects/p-1/locations/global/"
+    assert upstream.url == ("https://aiplatform.googleapis.com/v1/projects/proj-1234/locations/global/"
                             "publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict")
     body = orjson.loads(upstream.body)
     assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body and body["max_tokens"] == 4096

@@ -57,6 +57,14 @@ class GatewayError(Exception):
         self.metadata = metadata or {}
         self.headers = headers or {}
 
+    def about_entry(self, where: str) -> "GatewayError":
+        """The same error naming the byok_conf entry it is about: 'byok_conf.x' becomes 'byok_conf[1].x'."""
+        if where and where != "byok_conf":
+            self.message = self.message.replace("byok_conf", where, 1)
+            self.param = self.param.replace("byok_conf", where, 1) if self.param else self.param
+            self.args = (self.message,)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         err: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
         if self.metadata:
@@ -104,6 +112,10 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class ConfigurationError(Exception):
+    """A setting the app cannot start with; the message names the variable, never its value."""
 
 
 class UpstreamFailure(Exception):

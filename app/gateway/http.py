@@ -4,9 +4,16 @@ urllib3 directly rather than requests: the gateway needs none of requests'
 conveniences (cookies, auth, environment, redirects) and they cost CPU on
 every call. The pool holds connections only; credentials travel in each
 request's own headers, so no request can reuse another's.
+
+A request whose host a caller named (`UpstreamRequest.host_field`) is not
+handed to urllib3 by name: the name is resolved once, every address checked
+(outbound.refused), and the connection opened to the checked address with the
+name as TLS server name, certificate name and Host header — no second lookup
+that a DNS rebinding could answer differently.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Iterator
 
@@ -14,14 +21,18 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import parse_url
 
-from app.gateway.errors import ErrorClass, UpstreamFailure
+from app.gateway import outbound
+from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
 from app.gateway.providers.base import UpstreamRequest
 
 READ_SIZE = 65536
 MAX_BODY = 32 * 1024 * 1024
+# What http.client would refuse anyway (it raises ValueError quoting the value): checked first, without quoting.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
-_settings: dict[str, Any] = {"connect": 5.0, "read": 60.0, "deadline": 120.0, "pool": 64}
+_settings: dict[str, Any] = {"connect": 5.0, "read": 60.0, "deadline": 120.0, "pool": 64, "allow_private": False}
 _pool: urllib3.PoolManager | None = None
 
 
@@ -32,11 +43,13 @@ def configure(config: dict[str, Any]) -> None:
         read=float(config["UPSTREAM_READ_TIMEOUT"]),
         deadline=float(config["UPSTREAM_ATTEMPT_DEADLINE"]),
         pool=int(config["UPSTREAM_POOL_SIZE"]),
+        allow_private=outbound.flag(config, "GATEWAY_ALLOW_PRIVATE_UPSTREAMS"),
     )
     if _pool is not None:
         _pool.clear()
+    tls = {"ca_certs": config["UPSTREAM_CA_BUNDLE"]} if config.get("UPSTREAM_CA_BUNDLE") else {}
     # One keep-alive pool per upstream origin, up to `pool` connections each; never any retry or redirect.
-    _pool = urllib3.PoolManager(num_pools=64, maxsize=_settings["pool"], block=False, retries=False)
+    _pool = urllib3.PoolManager(num_pools=64, maxsize=_settings["pool"], block=False, retries=False, **tls)
 
 
 def pool() -> urllib3.PoolManager:
@@ -102,9 +115,14 @@ def send(req: UpstreamRequest, deadline: float) -> UpstreamResponse:
     if remaining <= 0:
         raise UpstreamFailure(ErrorClass.TIMEOUT, detail="attempt deadline exceeded")
     timeout = urllib3.Timeout(connect=min(_settings["connect"], remaining), read=min(_settings["read"], remaining))
+    if not all(_HEADER_VALUE.fullmatch(str(v)) for v in req.headers.values()):
+        raise UpstreamFailure(ErrorClass.CONNECTION, detail="a header value is not printable ASCII")
     try:
-        response = pool().urlopen(req.method, req.url, body=req.body, headers=req.headers, timeout=timeout,
-                                  preload_content=False, redirect=False, retries=False)
+        if req.host_field is None:
+            response = pool().urlopen(req.method, req.url, body=req.body, headers=req.headers, timeout=timeout,
+                                      preload_content=False, redirect=False, retries=False)
+        else:
+            response = _send_pinned(req, timeout)
     except NewConnectionError:  # refused or unresolvable (urllib3 files it under connect timeouts)
         raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not connect") from None
     except (Urllib3Timeout, TimeoutError):
@@ -112,6 +130,27 @@ def send(req: UpstreamRequest, deadline: float) -> UpstreamResponse:
     except (Urllib3Error, OSError):
         raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not connect") from None
     return UpstreamResponse(response, deadline)
+
+
+def _send_pinned(req: UpstreamRequest, timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
+    """Connect to a checked address of a caller-named host; the name is used for TLS and Host only."""
+    url = parse_url(req.url)
+    host, port = url.host or "", url.port or 443
+    try:
+        addresses = outbound.resolve(host, port)
+    except (OSError, UnicodeError):
+        raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not resolve the host") from None
+    if not addresses:
+        raise UpstreamFailure(ErrorClass.CONNECTION, detail="could not resolve the host")
+    if any(outbound.refused(a, _settings["allow_private"]) for a in addresses):
+        field = f"byok_conf.credentials.{req.host_field}"
+        raise InvalidRequest(f"'{field}' names a host that resolves to a non-public address, which the gateway "
+                             "does not call (GATEWAY_ALLOW_PRIVATE_UPSTREAMS)", param=field)
+    connection = pool().connection_from_host(addresses[0], port, "https",
+                                             pool_kwargs={"server_hostname": host, "assert_hostname": host})
+    return connection.urlopen(req.method, url.request_uri, body=req.body, headers={**req.headers, "Host": url.netloc},
+                              timeout=timeout, preload_content=False, redirect=False, retries=False,
+                              assert_same_host=False)
 
 
 def fetch(method: str, url: str, body: bytes | None, headers: dict[str, str], deadline: float

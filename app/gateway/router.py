@@ -5,6 +5,7 @@ The router decides on error *classes*; it never parses a provider's JSON.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from app.gateway.providers import REGISTRY
 from app.gateway.providers.base import Completion, Credentials, Provider, StreamState
 from app.gateway.schema import ChatRequest
 
-# Shared-pool failures worth another platform key for the same provider.
+log = logging.getLogger(__name__)
+
 # Thinking budgets the adapters add on top of the visible output when max_tokens is not given.
 REASONING_RESERVE = {"none": 0, "minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+# Shared-pool failures worth another platform key for the same provider.
 TRY_NEXT_SHARED_KEY = {ErrorClass.RATE_LIMIT, ErrorClass.OVERLOADED, ErrorClass.SERVER_ERROR,
                        ErrorClass.TIMEOUT, ErrorClass.CONNECTION, ErrorClass.AUTH, ErrorClass.BUDGET}
 
@@ -36,6 +39,7 @@ class Attempt:
     kind: str  # byok | shared
     credentials: Credentials | None = None  # None: chosen from the shared pool when run
     label: str = ""
+    where: str = ""  # the byok_conf entry, as errors name it
 
 
 @dataclass(slots=True)
@@ -92,7 +96,7 @@ def _shared_provider(model: str, entries: list[ByokEntry]) -> str | None:
 
 def plan(req: ChatRequest, entries: list[ByokEntry], policy: FallbackPolicy) -> Plan:
     provider_id, model = resolve_model(req.model, entries)
-    byok = [Attempt(REGISTRY[e.provider], model, "byok", e.credentials, e.label) for e in entries]
+    byok = [Attempt(REGISTRY[e.provider], model, "byok", e.credentials, e.label, e.where) for e in entries]
     shared_id = provider_id or _shared_provider(model, entries)
     price = price_book().lookup(shared_id, model) if shared_id else None
     shared = Attempt(REGISTRY[shared_id], model, "shared") if shared_id and price else None
@@ -192,45 +196,68 @@ class Router:
     # -- one attempt -------------------------------------------------------------
     def _call(self, attempt: Attempt, creds: Credentials) -> "Completion | UpstreamStream":
         started = time.monotonic()
-        provider = attempt.provider
-        event = AttemptEvent(provider.id, attempt.model, attempt.kind, attempt.label, "failed")
+        event = AttemptEvent(attempt.provider.id, attempt.model, attempt.kind, attempt.label, "failed")
         self.trace.attempts.append(event)
+        try:
+            result = self._exchange(attempt, creds, event)
+        except UpstreamFailure as failure:
+            event.error_class = failure.error_class.value
+            event.http_status = failure.status or event.http_status
+            event.latency_ms = _ms(started)
+            raise
+        except GatewayError as exc:
+            # The request could not be translated for this provider: nothing went upstream.
+            self.trace.attempts.remove(event)
+            raise exc.about_entry(attempt.where)
+        event.outcome = "ok"
+        event.latency_ms = _ms(started)
+        self.trace.served = attempt
+        return result
+
+    def _exchange(self, attempt: Attempt, creds: Credentials, event: AttemptEvent) -> "Completion | UpstreamStream":
+        """One upstream call; any exception but the gateway's own is a failed attempt, never an escape.
+
+        A library exception can quote what it was given (http.client puts a refused header value,
+        key included, in its message): only its type is logged, and the failure is classed as the
+        connection's (before an answer) or the answer's (after one).
+        """
+        provider, stage, response = attempt.provider, "sending", None
         try:
             deadline = http.attempt_deadline()
             authorized = provider.authorize(creds, deadline)
             upstream = provider.build_request(self.req, attempt.model, authorized,
                                               http.base_url_override(self.config, provider.id))
             response = http.send(upstream, deadline)
-            event.http_status = response.status
-            if not 200 <= response.status < 300:
-                try:
-                    body = response.read_body()
-                except UpstreamFailure:
-                    body = b""
-                finally:
-                    response.close()
-                raise provider.classify_error(response.status, response.headers, body)
-            if self.req.stream:
-                result: Completion | UpstreamStream = UpstreamStream(provider, response, self.req, attempt.model)
-                result.prime()
-            else:
-                try:
-                    result = provider.parse_response(response.read_body(), self.req, attempt.model)
-                finally:
-                    response.close()
-        except UpstreamFailure as failure:
-            event.error_class = failure.error_class.value
-            event.http_status = failure.status or event.http_status
-            event.latency_ms = _ms(started)
+            event.http_status, stage = response.status, "reading"
+            return self._answer(provider, attempt.model, response)
+        except (UpstreamFailure, GatewayError):
             raise
-        except GatewayError:
-            # The request could not be translated for this provider: nothing went upstream.
-            self.trace.attempts.remove(event)
-            raise
-        event.outcome = "ok"
-        event.latency_ms = _ms(started)
-        self.trace.served = attempt
-        return result
+        except Exception as exc:
+            log.warning("unexpected %s while %s an upstream attempt to %s; counted as a failed attempt",
+                        type(exc).__name__, stage, provider.id)
+            if response is not None:
+                response.close()
+            error_class = ErrorClass.CONNECTION if stage == "sending" else ErrorClass.MALFORMED
+            raise UpstreamFailure(error_class, None, detail="unexpected error") from None
+
+    def _answer(self, provider: Provider, model: str, response: http.UpstreamResponse
+                ) -> "Completion | UpstreamStream":
+        if not 200 <= response.status < 300:
+            try:
+                body = response.read_body()
+            except UpstreamFailure:
+                body = b""
+            finally:
+                response.close()
+            raise provider.classify_error(response.status, response.headers, body)
+        if self.req.stream:
+            stream = UpstreamStream(provider, response, self.req, model)
+            stream.prime()
+            return stream
+        try:
+            return provider.parse_response(response.read_body(), self.req, model)
+        finally:
+            response.close()
 
     def _final(self, failure: UpstreamFailure, provider: str, fallback_refused: str = "") -> UpstreamError:
         metadata: dict[str, Any] = {"attempts": self.trace.attempts_metadata()}
@@ -265,6 +292,15 @@ class UpstreamStream:
         yield from self._chunks
 
     def _generate(self) -> Iterator[list[dict[str, Any]]]:
+        try:
+            yield from self._translate()
+        except UpstreamFailure:
+            raise
+        except Exception as exc:  # a translation bug or an odd event: the stream's failure, never an escape
+            log.warning("unexpected %s while translating a stream from %s", type(exc).__name__, self.provider.id)
+            raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="unexpected error in the stream") from None
+
+    def _translate(self) -> Iterator[list[dict[str, Any]]]:
         decoder = self.provider.stream_decoder()
         convert = self.provider.convert_stream_event
         for data in self.response.chunks():

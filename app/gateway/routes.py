@@ -1,6 +1,7 @@
 """The /v1 data plane: authenticate, validate, call the router, answer JSON or SSE, record."""
 from __future__ import annotations
 
+import re
 import time
 from decimal import Decimal
 from typing import Any, Iterator
@@ -26,6 +27,8 @@ from app.security import new_request_id
 from app.types import utcnow
 
 bp = Blueprint("gateway", __name__, url_prefix="/v1")
+# The gateway's own request ids (app.security.new_request_id), within the width of usage_records.request_id.
+_GENERATION_ID = re.compile(r"gen-[0-9a-f]{8,36}")
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -164,10 +167,13 @@ def generation() -> Response:
     request_id = request.args.get("id", "")
     if not request_id:
         raise InvalidRequest("query parameter 'id' is required", param="id")
+    if not _GENERATION_ID.fullmatch(request_id):  # never quoted back: it may be anything at all
+        raise InvalidRequest("query parameter 'id' is not a generation id (gen- followed by hexadecimal digits)",
+                             param="id")
     record = db.session.scalar(
         select(UsageRecord).where(UsageRecord.request_id == request_id, UsageRecord.org_id == caller.org_id))
     if record is None:
-        raise NotFound(f"no generation with id '{request_id[:64]}' in this organization", param="id")
+        raise NotFound(f"no generation with id '{request_id}' in this organization", param="id")
     return _json({"data": generation_json(record)})
 
 

@@ -7,6 +7,12 @@ from typing import Any
 import orjson
 
 from app.gateway.errors import InvalidRequest
+from app.validation import nesting_problem, text_problem
+
+# The width of usage_records.model: a longer name could be answered but never recorded.
+MAX_MODEL = 128
+# Far below what orjson can encode (~250 levels): nothing that passes the edge fails to re-encode later.
+MAX_DEPTH = 64
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
@@ -48,9 +54,15 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON ({exc.args[0].split(':')[0]})") from None
+        reason = exc.args[0].split(":")[0]
+        if reason.startswith(("depth limit", "recursion limit")):  # orjson's own bound, far above ours
+            raise InvalidRequest(f"request body is nested more than {MAX_DEPTH} levels deep") from None
+        raise InvalidRequest(f"request body is not valid JSON ({reason})") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {_json_type(body)}")
+    problem = nesting_problem(body, MAX_DEPTH)
+    if problem:
+        raise InvalidRequest(f"request body {problem}")
     return body
 
 
@@ -58,12 +70,17 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     """Validate the OpenAI parameters (byok_conf already removed by the caller)."""
     unknown = sorted(set(body) - KNOWN_PARAMS)
     if unknown:
+        if text_problem(unknown[0], 64):
+            raise InvalidRequest("unrecognized request argument (its name is not short clean text)")
         raise InvalidRequest(f"unrecognized request argument: {unknown[0]}", param=unknown[0])
     model = body.get("model")
     if model is None:
         raise InvalidRequest("'model' is required", param="model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("'model' must be a non-empty string", param="model")
+    problem = text_problem(model.strip(), MAX_MODEL)
+    if problem:
+        raise InvalidRequest(f"'model' {problem}", param="model")
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("'messages' is required", param="messages")

@@ -6,14 +6,21 @@ them; the core never knows a wire format.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
+from app.gateway.errors import ConfigurationError, ErrorClass, InvalidRequest, UpstreamFailure
 from app.gateway.schema import ChatRequest
+from app.validation import nesting_problem, secret_problem
+
+# A model name where it becomes a URL path segment: no dot segments, nothing a URL parser reads as syntax.
+_PATH_MODEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:@+/-]{0,126}[A-Za-z0-9._:@+-])?")
+# Provider answers deeper than this are not chat completions (and could not be re-encoded).
+MAX_UPSTREAM_DEPTH = 96
 
 
 @dataclass(slots=True)
@@ -22,6 +29,9 @@ class UpstreamRequest:
     url: str  # never carries a credential: keys go in headers
     headers: dict[str, str]
     body: bytes
+    # The credential field that chose the URL's host, when a caller did: http.send then resolves the name
+    # once, checks every address and connects to a checked one. None: the provider's or operator's host.
+    host_field: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,12 +84,14 @@ class Credentials:
 
     repr/str never show a value, and it refuses to be pickled, so it cannot end
     up in a log line, a traceback's locals rendering, or a cache by accident.
+    `trusted`: it comes from the operator's configuration, not from a caller.
     """
 
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "trusted")
 
-    def __init__(self, values: dict[str, Any]):
+    def __init__(self, values: dict[str, Any], *, trusted: bool = False):
         self._values = dict(values)
+        self.trusted = trusted
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -106,13 +118,31 @@ class Provider:
     id: ClassVar[str]
     required_credentials: ClassVar[tuple[str, ...]] = ("api_key",)
     optional_credentials: ClassVar[tuple[str, ...]] = ()
+    # The credential fields that travel in an HTTP header: each must pass app.validation.check_secret.
+    header_credentials: ClassVar[tuple[str, ...]] = ("api_key",)
     default_base_url: ClassVar[str] = ""
 
     _shared_pool: tuple[Credentials, ...] = ()
 
     def configure(self, config: dict[str, Any]) -> None:
-        """Read this provider's process-wide settings once, when the app is built: the shared pool among them."""
-        self._shared_pool = tuple(self.shared_credentials(config))
+        """Read this provider's process-wide settings once, when the app is built: the shared pool among them.
+
+        A shared key that could not be sent in a header stops the app here, naming the variable.
+        """
+        pool = tuple(self.shared_credentials(config))
+        for number, creds in enumerate(pool, 1):
+            creds.trusted = True
+            for name in self.header_credentials:
+                value = creds.get(name)
+                problem = None if value is None else (
+                    secret_problem(value) if isinstance(value, str) else "is not a string")
+                if problem:
+                    raise ConfigurationError(f"{self.shared_variable(name)}: value {number} of {len(pool)} {problem}")
+        self._shared_pool = pool
+
+    def shared_variable(self, field_name: str) -> str:
+        """The environment variable a shared-pool credential field comes from (named in start-up errors)."""
+        return f"GATEWAY_{self.id.upper()}_SHARED_{field_name.upper()}"
 
     def shared_pool(self) -> tuple[Credentials, ...]:
         """The platform's credentials for this provider, as read from the configuration at start-up."""
@@ -169,8 +199,16 @@ def require_fields(provider: Provider, creds: Credentials) -> None:
         if value is None or value == "":
             raise InvalidRequest(
                 f"byok_conf.credentials is missing required field '{name}' for provider '{provider.id}'",
-                param="byok_conf.credentials",
+                param=f"byok_conf.credentials.{name}",
             )
+
+
+def model_in_path(model: str, provider_id: str) -> str:
+    """`model` where it becomes part of a URL path, or a 400: the provider's host must get the path we mean."""
+    if not _PATH_MODEL.fullmatch(model) or any(seg in ("", ".", "..") for seg in model.split("/")):
+        raise InvalidRequest(f"'model' is not a model name provider '{provider_id}' accepts (letters, digits and "
+                             ". _ : @ + - /, starting with a letter or digit, at most 128)", param="model")
+    return model
 
 
 def chunk(state: StreamState, request_model: str, delta: dict[str, Any], finish_reason: str | None = None,
@@ -199,6 +237,8 @@ def json_object(body: bytes | str) -> dict[str, Any]:
         raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not JSON") from None
     if not isinstance(data, dict):
         raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is not a JSON object")
+    if nesting_problem(data, MAX_UPSTREAM_DEPTH):
+        raise UpstreamFailure(ErrorClass.MALFORMED, 200, detail="body is nested too deeply")
     return data
 
 

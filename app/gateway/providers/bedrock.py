@@ -27,15 +27,18 @@ from botocore.credentials import Credentials as AwsCredentials
 from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure, classify_status, parse_retry_after
 from app.gateway.providers import bedrock_stream
 from app.gateway.providers.base import (Completion, Credentials, Provider, StreamState, UpstreamRequest,
-                                        assistant_message, tool_call)
+                                        assistant_message, model_in_path, tool_call)
 from app.gateway.providers.bedrock_request import converse_body
 from app.gateway.schema import ChatRequest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REGION = "us-east-1"
-_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+){1,2}-\d{1,2}$")
-_ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+# The region becomes part of the endpoint's host name: ASCII letters and digits only, bounded.
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]{1,16}){1,2}-[0-9]{1,2}")
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+SHARED_VARIABLES = {"aws_access_key_id": "GATEWAY_BEDROCK_SHARED_ACCESS_KEY_ID",
+                    "aws_secret_access_key": "GATEWAY_BEDROCK_SHARED_SECRET_ACCESS_KEY"}
 
 # Bedrock's error types, decided after the status (the type is more precise than the status for these).
 ERROR_TYPES = {
@@ -72,6 +75,10 @@ class Bedrock(Provider):
     id = "bedrock"
     required_credentials = ("aws_access_key_id", "aws_secret_access_key", "region")
     optional_credentials = ("aws_session_token",)
+    header_credentials = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+
+    def shared_variable(self, field_name: str) -> str:
+        return SHARED_VARIABLES.get(field_name) or super().shared_variable(field_name)
 
     # -- credentials -------------------------------------------------------------
     def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
@@ -102,9 +109,12 @@ class Bedrock(Provider):
     # -- request -------------------------------------------------------------------
     def build_request(self, req: ChatRequest, model: str, creds: Credentials, base_url: str | None) -> UpstreamRequest:
         region = creds["region"]
+        if not _REGION.fullmatch(region):  # checked at the edge; never built into a URL unchecked
+            raise InvalidRequest("byok_conf.credentials.region is not an AWS region",
+                                 param="byok_conf.credentials.region")
         origin = (base_url or endpoint(region)).rstrip("/")
         action = "converse-stream" if req.stream else "converse"
-        url = f"{origin}/model/{quote(model, safe='')}/{action}"
+        url = f"{origin}/model/{quote(model_in_path(model, self.id), safe='')}/{action}"
         body = orjson.dumps(converse_body(req, model))
         accept = "application/vnd.amazon.eventstream" if req.stream else "application/json"
         signed = AWSRequest(method="POST", url=url, data=body,

@@ -21,12 +21,13 @@ import orjson
 
 from app.gateway.errors import InvalidRequest
 from app.gateway.providers import gemini_stream
-from app.gateway.providers.base import Completion, Credentials, Provider, StreamState, UpstreamRequest
+from app.gateway.providers.base import Completion, Credentials, Provider, StreamState, UpstreamRequest, model_in_path
 from app.gateway.providers.openai_input import (
     function_tools, image_of, max_tokens, reject_unknown, response_format, stop_list, text_of, tool_arguments,
     tool_choice, tool_names_by_id, unsupported,
 )
-from app.gateway.schema import ChatRequest
+from app.gateway.schema import MAX_DEPTH, ChatRequest
+from app.validation import nesting_problem
 
 THINKING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
 SUPPORTED = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
@@ -113,7 +114,8 @@ def _tool_response(text: str) -> dict[str, Any]:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         value = None
-    return value if isinstance(value, dict) else {"content": text}
+    # Too deep to re-encode safely: the text goes as it came, like any non-object result.
+    return value if isinstance(value, dict) and not nesting_problem(value, MAX_DEPTH) else {"content": text}
 
 
 def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
@@ -174,7 +176,8 @@ class Gemini(Provider):
     def build_request(self, req: ChatRequest, model: str, creds: Credentials, base_url: str | None) -> UpstreamRequest:
         body = generate_body(req, self.id, image_urls=False)
         method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
-        url = f"{(base_url or self.default_base_url).rstrip('/')}/v1beta/models/{quote(model, safe='')}:{method}"
+        url = (f"{(base_url or self.default_base_url).rstrip('/')}/v1beta/models/"
+               f"{quote(model_in_path(model, self.id), safe='')}:{method}")
         headers = {"x-goog-api-key": str(creds["api_key"]), "Content-Type": "application/json"}
         return UpstreamRequest("POST", url, headers, orjson.dumps(body))
 

@@ -16,10 +16,14 @@ _SAFE_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 class OpenAICompatible(Provider):
-    def __init__(self, provider_id: str, default_base_url: str, optional_credentials: tuple[str, ...] = ()):
+    def __init__(self, provider_id: str, default_base_url: str, optional_credentials: tuple[str, ...] = (),
+                 header_credentials: tuple[str, ...] | None = None):
         self.id = provider_id
         self.default_base_url = default_base_url
         self.optional_credentials = optional_credentials
+        # OpenAI's optional organization and project travel in headers like the key.
+        self.header_credentials = ("api_key", *optional_credentials) if header_credentials is None \
+            else header_credentials
 
     # -- request -----------------------------------------------------------
     def request_headers(self, creds: Credentials) -> dict[str, str]:

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import orjson
 
 from app.gateway.errors import InvalidRequest
-from app.gateway.schema import ChatRequest
+from app.gateway.schema import MAX_DEPTH, ChatRequest
+from app.validation import nesting_problem
 
 # Parameters the gateway itself consumes or that only shape OpenAI's own transport.
 ALWAYS_OK = {"model", "messages", "stream", "stream_options"}
@@ -101,6 +102,9 @@ def tool_arguments(call: dict[str, Any], where: str) -> dict[str, Any]:
         raise InvalidRequest(f"'{where}.function.arguments' is not valid JSON", param=f"{where}.function.arguments") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"'{where}.function.arguments' must be a JSON object", param=f"{where}.function.arguments")
+    problem = nesting_problem(value, MAX_DEPTH)
+    if problem:
+        raise InvalidRequest(f"'{where}.function.arguments' {problem}", param=f"{where}.function.arguments")
     return value
 
 

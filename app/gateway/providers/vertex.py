@@ -18,8 +18,6 @@ regional `https://{region}-aiplatform.googleapis.com` origin (tests, proxies).
 """
 from __future__ import annotations
 
-import json
-import logging
 import re
 import time
 from typing import Any
@@ -31,20 +29,24 @@ from google.auth import transport as google_transport
 from google.oauth2 import service_account
 
 from app.gateway import http
-from app.gateway.errors import ErrorClass, InvalidRequest, UpstreamFailure
-from app.gateway.providers import anthropic_stream, gemini_stream
+from app.gateway.errors import ConfigurationError, ErrorClass, InvalidRequest, UpstreamFailure
+from app.gateway.providers import anthropic_stream, gemini_stream, vertex_key
 from app.gateway.providers.anthropic import messages_body
-from app.gateway.providers.base import Completion, Credentials, Provider, StreamState, UpstreamRequest
+from app.gateway.providers.base import (Completion, Credentials, Provider, StreamState, UpstreamRequest,
+                                        model_in_path)
+from app.gateway.providers.vertex_key import service_account_info
 from app.gateway.providers.gemini import generate_body
 from app.gateway.schema import ChatRequest
+from app.validation import secret_problem
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
-log = logging.getLogger(__name__)
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_REGION = "us-central1"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-_REGION = re.compile(r"^(global|[a-z]+(-[a-z0-9]+)+)$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]{2,99}$")
+# Both shape a URL (the region even its host), so both follow Google's own naming strictly.
+_REGION = re.compile(r"global|[a-z]{2,20}-[a-z]{2,20}[0-9]{1,2}")
+_PROJECT = re.compile(r"(?:(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+                      r"|[0-9]{1,20}")
 
 
 def is_claude(model: str) -> bool:
@@ -55,6 +57,7 @@ class Vertex(Provider):
     id = "vertex"
     required_credentials = ("project_id", "region")
     optional_credentials = ("service_account", "access_token")
+    header_credentials = ("access_token",)
 
     def __init__(self) -> None:
         self.token_url = DEFAULT_TOKEN_URL
@@ -66,19 +69,16 @@ class Vertex(Provider):
     # -- credentials -------------------------------------------------------------------
     def check_credentials(self, creds: Credentials, config: dict[str, Any]) -> None:
         where = "byok_conf.credentials"
-        if not isinstance(creds["project_id"], str) or not _PROJECT.match(creds["project_id"]):
-            raise InvalidRequest(f"{where}.project_id is not a valid Google Cloud project id", param=f"{where}.project_id")
-        if not isinstance(creds["region"], str) or not _REGION.match(creds["region"]):
-            raise InvalidRequest(f"{where}.region is not a valid Vertex AI region (e.g. us-central1)",
-                                 param=f"{where}.region")
+        problem = _url_fields_problem(creds["project_id"], creds["region"])
+        if problem:
+            name, what = problem
+            raise InvalidRequest(f"'{where}.{name}' is not {what}", param=f"{where}.{name}")
         has_sa, has_token = creds.get("service_account") is not None, creds.get("access_token") is not None
         if has_sa == has_token:
             raise InvalidRequest(f"{where} for provider 'vertex' needs exactly one of 'service_account' or "
                                  "'access_token'", param=where)
-        if has_token and (not isinstance(creds["access_token"], str) or not creds["access_token"]):
-            raise InvalidRequest(f"{where}.access_token must be a non-empty string", param=f"{where}.access_token")
         if has_sa:
-            _service_account_info(creds["service_account"])
+            service_account_info(creds["service_account"], f"{where}.service_account")
 
     def shared_credentials(self, config: dict[str, Any]) -> list[Credentials]:
         project = config.get("GATEWAY_VERTEX_SHARED_PROJECT_ID", "")
@@ -87,22 +87,18 @@ class Vertex(Provider):
         path = config.get("GATEWAY_VERTEX_SHARED_SERVICE_ACCOUNT_FILE", "")
         if not project or not (token or path):
             return []
+        problem = _url_fields_problem(project, region)
+        if problem:
+            raise ConfigurationError(f"GATEWAY_VERTEX_SHARED_{problem[0].upper()} is not {problem[1]}")
         if token:
             return [Credentials({"project_id": project, "region": region, "access_token": token})]
-        try:
-            with open(path, encoding="utf-8") as fh:
-                info = json.load(fh)
-        except (OSError, ValueError) as exc:
-            log.warning("GATEWAY_VERTEX_SHARED_SERVICE_ACCOUNT_FILE could not be read (%s); "
-                        "the Vertex shared pool is disabled", type(exc).__name__)
-            return []
-        return [Credentials({"project_id": project, "region": region, "service_account": info})]
+        return [Credentials({"project_id": project, "region": region, "service_account": _key_file(path)})]
 
     def authorize(self, creds: Credentials, deadline: float) -> Credentials:
         """A service account becomes an access token for this request only (never cached)."""
         if creds.get("access_token"):
             return creds
-        info = {**_service_account_info(creds["service_account"]), "token_uri": self.token_url}
+        info = {**service_account_info(creds["service_account"], "service_account"), "token_uri": self.token_url}
         try:
             sa = service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
         except (ValueError, KeyError, TypeError):
@@ -115,14 +111,20 @@ class Vertex(Provider):
                                   detail="the service account token exchange failed") from None
         except google_exceptions.TransportError:
             raise UpstreamFailure(ErrorClass.CONNECTION, None, detail="could not reach the token endpoint") from None
-        return Credentials({"project_id": creds["project_id"], "region": creds["region"], "access_token": sa.token})
+        if not isinstance(sa.token, str) or secret_problem(sa.token):  # it goes into a header next
+            raise UpstreamFailure(ErrorClass.MALFORMED, None, detail="the token endpoint returned an unusable token")
+        return Credentials({"project_id": creds["project_id"], "region": creds["region"], "access_token": sa.token},
+                           trusted=creds.trusted)
 
     # -- request ---------------------------------------------------------------------
     def build_request(self, req: ChatRequest, model: str, creds: Credentials, base_url: str | None) -> UpstreamRequest:
-        region = str(creds["region"])
+        region = creds["region"]
+        if _url_fields_problem(creds["project_id"], region):  # checked at the edge; never built into a URL unchecked
+            raise InvalidRequest("byok_conf.credentials has an invalid project_id or region", param="byok_conf.credentials")
+        model = model_in_path(model, self.id)
         host = "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
         origin = (base_url or f"https://{host}").rstrip("/")
-        path = f"/v1/projects/{quote(str(creds['project_id']), safe='')}/locations/{quote(region, safe='')}"
+        path = f"/v1/projects/{quote(creds['project_id'], safe='')}/locations/{region}"
         headers = {"Authorization": f"Bearer {creds['access_token']}", "Content-Type": "application/json"}
         if is_claude(model):
             body = {"anthropic_version": ANTHROPIC_VERSION, **messages_body(req, self.id)}
@@ -163,20 +165,26 @@ class Vertex(Provider):
         return gemini_stream.finish(state)
 
 
-def _service_account_info(value: Any) -> dict[str, Any]:
-    """The key as an object (a JSON string is accepted too), checked for the fields a token exchange needs."""
-    where = "byok_conf.credentials.service_account"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidRequest(f"{where} must be the JSON key object of a service account", param=where) from None
-    if not isinstance(value, dict) or value.get("type") != "service_account":
-        raise InvalidRequest(f"{where} must be a JSON key object with \"type\": \"service_account\"", param=where)
-    for name in ("client_email", "private_key"):
-        if not isinstance(value.get(name), str) or not value[name]:
-            raise InvalidRequest(f"{where} is missing '{name}'", param=where)
-    return value
+def _url_fields_problem(project_id: Any, region: Any) -> tuple[str, str] | None:
+    """(field, what it should be) for a project id or region that may not shape a URL, else None."""
+    if not isinstance(project_id, str) or not _PROJECT.fullmatch(project_id):
+        return "project_id", "a Google Cloud project id (e.g. my-project-123) or number"
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        return "region", "a Vertex AI region (e.g. us-central1, or global)"
+    return None
+
+
+def _key_file(path: str) -> dict[str, str]:
+    variable = "GATEWAY_VERTEX_SHARED_SERVICE_ACCOUNT_FILE"
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(vertex_key.MAX_JSON + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"{variable} could not be read ({type(exc).__name__})") from None
+    try:
+        return service_account_info(raw.decode("utf-8", errors="replace"), "service_account")
+    except InvalidRequest as exc:
+        raise ConfigurationError(f"{variable}: {exc.message}") from None
 
 
 class _Response(google_transport.Response):
