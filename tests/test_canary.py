@@ -98,7 +98,7 @@ def audit_simulators():
     pem = canaries.new_private_key_pem()
     probes = canaries.probes(pem)
     fakes, settings = traffic.simulators(probes, pem)
-    running = list({id(f): f for f in fakes.values()}.values())
+    running = traffic.servers(fakes)
     for fake in running:
         fake.start()
     yield probes, fakes, settings

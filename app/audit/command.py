@@ -54,12 +54,16 @@ def audit_keys(log_patterns: tuple[str, ...], providers: tuple[str, ...], server
     run = AuditRun(current_app.config, current_app.instance_path, probes)
     with tempfile.TemporaryDirectory(prefix="keyway-audit-") as scratch:
         output = server_log or os.path.join(scratch, "server.log")
-        run.serve_and_send(pem, output)
+        try:
+            run.serve_and_send(pem, output)
+        except click.ClickException as exc:
+            hint = "" if server_log else "; run it again with --server-log PATH to keep the server's output"
+            raise click.ClickException(exc.format_message() + hint) from None
         # Globs are expanded now: the server may have created or rotated log files while it served.
         files, unmatched = sweep.log_files(log_patterns)
         if unmatched:
             raise click.ClickException(f"--log {unmatched[0]} matches no file")
-        hits = list(run.sweep(output, files))
+        hits = list(run.sweep_sinks(output, files))
     click.echo(run.summary(files))
     if hits:
         for hit in hits:
@@ -88,18 +92,18 @@ class AuditRun:
         with open(output, "ab") as out:
             server = _start_server(port, self.config["DATABASE_URL"], settings, out)
         try:
-            for fake in {id(f): f for f in fakes.values()}.values():
+            for fake in traffic.servers(fakes):
                 fake.start()
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base, server)
             self.answers = traffic.exercise(self.probes, fakes, _sender(base, key))
         finally:
             _stop(server)  # a graceful stop: the usage journal drains into the database
-            for fake in {id(f): f for f in fakes.values()}.values():
+            for fake in traffic.servers(fakes):
                 fake.stop()
             self._revoke(org_id)
 
-    def sweep(self, output: str, files: list[str]) -> Iterator[sweep.Hit]:
+    def sweep_sinks(self, output: str, files: list[str]) -> Iterator[sweep.Hit]:
         # A second, unused key shows which pieces every RSA key shares (its ASN.1 structure): those are not secret.
         finder = sweep.Finder((named for p in self.probes for named in p.named_secrets()),
                               public=[canaries.new_private_key_pem()])

@@ -46,6 +46,11 @@ def simulators(probes: list[Probe], private_key_pem: str) -> tuple[dict[str, Any
     return by_provider, env
 
 
+def servers(fakes: dict[str, Any]) -> list[Any]:
+    """Each simulator once (the OpenAI-compatible providers share one)."""
+    return list({id(fake): fake for fake in fakes.values()}.values())
+
+
 def catalog_models() -> dict[str, str]:
     """One catalogued model per provider, so that every probe is an ordinary, priced request."""
     from app.billing.pricing import load_catalog
