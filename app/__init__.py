@@ -1,14 +1,19 @@
 """Keyway: the application factory."""
 from __future__ import annotations
 
-import logging
 import os
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, Response, g, request
 
-from app import db
+from app import db, logs
 from app.config import Config, from_environment
+from app.security import new_request_id
+
+# What a /v1 answer says about how it was served when it never reached a provider (a bad gateway key,
+# an unknown route): no provider, no credential, no fallback, no attempt.
+NOT_SERVED = {"X-Gateway-Provider": "", "X-Gateway-Credential": "none", "X-Gateway-Fallback": "0",
+              "X-Gateway-Attempts": "0"}
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -29,9 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["DATABASE_URL"] = db.normalize_url(app.config["DATABASE_URL"], app.instance_path)
     os.makedirs(app.instance_path, exist_ok=True)
 
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic announces its plugins at INFO on import; migrations speak up only when something is wrong.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(app.config["LOG_LEVEL"])
     db.init_engine(app.config["DATABASE_URL"])
 
     @app.teardown_appcontext
@@ -49,7 +52,9 @@ def create_app(config: dict | None = None) -> Flask:
     from app import edge, errors
 
     errors.register(app)
+    _stamp_every_answer(app)
     edge.register(app)  # before CSRF and every view: they read only what it let through
+
     from app.gateway.routes import bp as gateway_bp
 
     app.register_blueprint(gateway_bp)
@@ -74,3 +79,21 @@ def create_app(config: dict | None = None) -> Flask:
 
     cli.register(app)
     return app
+
+
+def _stamp_every_answer(app: Flask) -> None:
+    """A request id before routing, so that every answer carries it; /v1 answers also say how they were served."""
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = new_request_id()
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            response.headers.setdefault("X-Request-Id", request_id)
+        if request.path == "/v1" or request.path.startswith("/v1/"):
+            for name, value in NOT_SERVED.items():
+                response.headers.setdefault(name, value)
+        return response

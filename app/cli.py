@@ -35,8 +35,10 @@ def cli() -> None:
 def _load_command_modules() -> None:
     """Feature modules add their own command groups to `cli`."""
     from app import demo
+    from app.audit import command as audit_command
     from app.billing import commands as billing_commands
 
+    audit_command.register(cli)
     billing_commands.register(cli)
     demo.register(cli)
 

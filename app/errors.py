@@ -1,4 +1,9 @@
-"""One error handler: the OpenAI error shape on /v1 and /api, an HTML page elsewhere; never a traceback."""
+"""One error handler: the OpenAI error shape on /v1 and /api, an HTML page elsewhere; never a traceback.
+
+An unexpected exception is logged with its type, the request id and its frames,
+never with its message or arguments: those can carry request data, a provider
+key among them (`ValueError: Invalid header value b'Bearer sk-…'`).
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +13,7 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from app.gateway.errors import GatewayError
+from app.logs import frames
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=True)
+        # The route's pattern, not the path: a path is caller text.
+        route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+        log.error("unhandled %s in request %s (%s %s)\n%s", type(exc).__name__, getattr(g, "request_id", "-"),
+                  request.method, route, frames(exc))
         if wants_json():
             return _json({"error": {"message": "internal error; the request id identifies it in the logs",
                                     "type": "api_error", "code": "internal_error", "param": None}}, 500)

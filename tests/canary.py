@@ -24,6 +24,27 @@ def hits(haystack: str, canary: str) -> list[str]:
     return sorted(p for p in pieces(canary) if p in haystack)
 
 
+class Canaries:
+    """Many canaries searched at once, in one pass over the text: every 8-character piece of each, and its hashes."""
+
+    def __init__(self, named: dict[str, str], size: int = 8):
+        self.size = size
+        self._index: dict[str, list[tuple[str, str]]] = {}
+        for name, canary in named.items():
+            for piece in pieces(canary, size):
+                self._index.setdefault(piece[:size], []).append((name, piece))
+
+    def found_in(self, haystack: str) -> set[str]:
+        """The names of the canaries of which `haystack` holds a piece."""
+        found: set[str] = set()
+        index, size = self._index, self.size
+        for i in range(len(haystack) - size + 1):
+            for name, piece in index.get(haystack[i:i + size], ()):
+                if haystack.startswith(piece, i):
+                    found.add(name)
+        return found
+
+
 def database_text() -> str:
     """Every value of every column of every table, as text."""
     engine = db.get_engine()
@@ -45,7 +66,11 @@ def files_text(folder: str) -> str:
 
 
 class LogCapture(logging.Handler):
-    """Every record at every level from every logger, formatted as a real handler would write it."""
+    """Every record at every level from every logger, formatted as a real handler would write it.
+
+    Every logger is lowered to DEBUG while it captures, the quiet third-party ones
+    included: what the app's logging set-up lets through at DEBUG is what is swept.
+    """
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
@@ -57,15 +82,24 @@ class LogCapture(logging.Handler):
 
     def __enter__(self) -> "LogCapture":
         root = logging.getLogger()
-        self._old_level = root.level
-        root.setLevel(logging.DEBUG)
-        root.addHandler(self)
+        self._levels = {root: root.level}
+        self._attached = [root]
+        for logger in list(logging.Logger.manager.loggerDict.values()):
+            if isinstance(logger, logging.Logger):
+                self._levels[logger] = logger.level
+                if not logger.propagate:  # its records never reach the root's handlers
+                    self._attached.append(logger)
+        for logger in self._levels:
+            logger.setLevel(logging.DEBUG)
+        for logger in self._attached:
+            logger.addHandler(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self)
-        root.setLevel(self._old_level)
+        for logger in self._attached:
+            logger.removeHandler(self)
+        for logger, level in self._levels.items():
+            logger.setLevel(level)
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -73,13 +107,21 @@ class LogCapture(logging.Handler):
 
 def assert_nowhere(canary: str, *, logs: LogCapture, responses: Iterable[str], instance_path: str) -> None:
     """Zero hits in the database, the logs, the responses (bodies and headers) and instance/ files."""
+    assert_none_anywhere({"canary": canary}, logs=logs, responses=responses, instance_path=instance_path)
+
+
+def assert_none_anywhere(named: dict[str, str], *, logs: LogCapture, responses: Iterable[str], instance_path: str,
+                         journal: Iterable[bytes] = ()) -> None:
+    """assert_nowhere for many canaries at once (by name), the usage journal's lines included."""
     sinks = {
         "database": database_text(),
         "logs": logs.text(),
         "responses": "\n".join(responses),
         "files": files_text(instance_path),
+        "journal": b"".join(journal).decode("utf-8", errors="replace"),
     }
-    problems = {name: hits(content, canary) for name, content in sinks.items()}
+    search = Canaries(named)
+    problems = {name: sorted(search.found_in(content)) for name, content in sinks.items()}
     problems = {k: v for k, v in problems.items() if v}
     assert not problems, f"credential material leaked into: {problems}"
     assert logs.lines, "the log capture saw nothing: the sweep would be vacuous"

@@ -4,9 +4,13 @@ from __future__ import annotations
 import secrets
 
 import openai
+import orjson
 import pytest
 
-from tests.canary import LogCapture, assert_nowhere
+from app.audit import canaries, traffic
+from app.billing import journal, metering
+from app.gateway.providers import REGISTRY
+from tests.canary import LogCapture, assert_none_anywhere, assert_nowhere
 from tests.factories import grant
 from simulators.server import Fault
 from tests.helpers import MESSAGES, byok, chat
@@ -85,3 +89,69 @@ def test_sweep_detects_a_leak(app, org):
         assert_nowhere(CANARY, logs=logs, responses=[], instance_path=app.instance_path)
     with pytest.raises(AssertionError, match="responses"):
         assert_nowhere("sk-other-" + "z" * 20, logs=logs, responses=["...zzzzzzzz..."], instance_path=app.instance_path)
+
+
+# -- every provider, every secret field, plain and mangled ------------------------------------------------
+@pytest.fixture(scope="module")
+def audit_simulators():
+    """The built-in simulators, knowing a canary key per provider × secret field × mangling."""
+    pem = canaries.new_private_key_pem()
+    probes = canaries.probes(pem)
+    fakes, settings = traffic.simulators(probes, pem)
+    running = traffic.servers(fakes)
+    for fake in running:
+        fake.start()
+    yield probes, fakes, settings
+    for fake in running:
+        fake.stop()
+
+
+def test_probes_cover_every_provider_and_secret_field(audit_simulators):
+    probes, _, _ = audit_simulators
+    assert canaries.unclassified_fields() == set(), "classify each credential field as secret or identifying"
+    covered = {(p.provider, p.field, p.mangle) for p in probes}
+    wanted = {(provider_id, name, mangle) for provider_id in REGISTRY for name in canaries.secret_fields(provider_id)
+              for mangle in canaries.MANGLES}
+    assert covered == wanted
+    assert {p.provider for p in probes} == set(REGISTRY)
+    assert {"trailing newline", "trailing CRLF", "leading space", "NUL", "tab", "non-ASCII", "5000 characters",
+            "quote", "backslash"} < set(canaries.MANGLES)
+
+
+class TestEveryProviderAndMangledKey:
+    @pytest.fixture
+    def app_config(self, app_config, audit_simulators):
+        _, _, settings = audit_simulators
+        return {**app_config, **settings, "METERING_MODE": "journal", "METERING_JOURNAL_DIR": "journal",
+                "GATEWAY_AZURE_ALLOWED_HOSTS": "*.openai.azure.com"}
+
+    def test_no_canary_reaches_any_sink(self, app, client, gateway_key, audit_simulators, monkeypatch):
+        """Database, logs at DEBUG from every logger, journal lines, instance files, answers: zero hits.
+
+        Only "no leak" is asserted: what status a mangled key gets is the edge validation's business."""
+        probes, fakes, _ = audit_simulators
+        journal_lines: list[bytes] = []
+        append = journal.Segment.append
+
+        def tee(segment, line: bytes) -> None:
+            journal_lines.append(line)
+            append(segment, line)
+
+        monkeypatch.setattr(journal.Segment, "append", tee)
+
+        def send(body):
+            response = client.post("/v1/chat/completions", data=orjson.dumps(body),
+                                   headers={"Authorization": f"Bearer {gateway_key}"})
+            return response.status_code, dict(response.headers), response.get_data(as_text=True)
+
+        with LogCapture() as logs:
+            answers = traffic.exercise(probes, fakes, send)
+            assert metering.flush(30)
+
+        plain = {p.provider + "." + p.field: a[0] for p, scenario, a in answers
+                 if p.mangle == "plain" and scenario == "answer"}
+        assert set(plain.values()) == {200}, plain  # the keys really reached the simulators: the sweep is not vacuous
+        assert journal_lines, "nothing went through the usage journal: its sweep would be vacuous"
+        named = dict(named for p in probes for named in p.named_secrets())
+        assert_none_anywhere(named, logs=logs, responses=[traffic.answer_text(a) for _, _, a in answers],
+                             instance_path=app.instance_path, journal=journal_lines)

@@ -76,7 +76,7 @@ def test_bedrock_credentials_reach_no_sink(app, client, org, gateway_key, fake_b
 
 @pytest.mark.parametrize("level_name", ["botocore.auth", "botocore"])
 def test_botocore_signing_debug_lines_are_dropped(level_name, app, client, gateway_key, fake_bedrock):
-    """botocore logs the canonical request (session token included) at DEBUG; the adapter filters it out."""
+    """botocore logs the canonical request (session token included) at DEBUG; app/logs.py withholds it."""
     fake_bedrock.add_key(CANARY_AKID, CANARY_SECRET, session_token=CANARY_TOKEN)
     logging.getLogger(level_name).setLevel(logging.DEBUG)
     try:

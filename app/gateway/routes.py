@@ -23,7 +23,6 @@ from app.gateway.outcome import Outcome, estimate_usage, json_money
 from app.gateway.router import Credits, Router, UpstreamStream, plan
 from app.gateway.schema import parse_body, parse_chat_request
 from app.models import UsageRecord, UsageRollup
-from app.security import new_request_id
 from app.types import utcnow
 
 bp = Blueprint("gateway", __name__, url_prefix="/v1")
@@ -38,7 +37,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     started = time.monotonic()
-    g.request_id = request_id = new_request_id()
+    request_id = g.request_id
     config = current_app.config
     caller = authenticate(request.headers.get("Authorization"), "inference", config)
     outcome = Outcome(request_id, caller, started)

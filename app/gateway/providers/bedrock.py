@@ -61,16 +61,6 @@ ERROR_TYPES = {
 }
 
 
-class _NoSigningDebug(logging.Filter):
-    """botocore.auth logs the canonical request (with x-amz-security-token) and the signature at DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-logging.getLogger("botocore.auth").addFilter(_NoSigningDebug())
-
-
 class Bedrock(Provider):
     id = "bedrock"
     required_credentials = ("aws_access_key_id", "aws_secret_access_key", "region")
