@@ -204,6 +204,7 @@ class Router:
             event.error_class = failure.error_class.value
             event.http_status = failure.status or event.http_status
             event.latency_ms = _ms(started)
+            _log_attempt(event)
             raise
         except GatewayError as exc:
             # The request could not be translated for this provider: nothing went upstream.
@@ -212,6 +213,7 @@ class Router:
         event.outcome = "ok"
         event.latency_ms = _ms(started)
         self.trace.served = attempt
+        _log_attempt(event)
         return result
 
     def _exchange(self, attempt: Attempt, creds: Credentials, event: AttemptEvent) -> "Completion | UpstreamStream":
@@ -340,6 +342,14 @@ def _key_order(provider_id: str, count: int) -> list[int]:
 def _cool_down(provider_id: str, index: int, seconds: float) -> None:
     with _cool_lock:
         _cooldowns[(provider_id, index)] = time.monotonic() + seconds
+
+
+def _log_attempt(event: AttemptEvent) -> None:
+    """One DEBUG line per upstream attempt: what an operator debugging routing needs, and nothing secret."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("upstream attempt provider=%s model=%s credential=%s outcome=%s status=%s error_class=%s "
+                  "latency_ms=%d", event.provider, event.model, event.credential, event.outcome,
+                  event.http_status, event.error_class or "-", event.latency_ms)
 
 
 def _ms(started: float) -> int:
