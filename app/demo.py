@@ -234,7 +234,7 @@ def close_past_periods(session, org_ids: list[int], now: datetime) -> str:
     numbers = []
     for period in periods:
         for org_id in org_ids:
-            numbers.append(finalize(session, org_id, period).number)
+            numbers.append(finalize(session, org_id, period, now=now).number)
     return f"{len(numbers)} past invoices finalized ({', '.join(periods)}), {current} open as a draft"
 
 

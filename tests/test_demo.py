@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -203,6 +203,17 @@ def test_seeding_at_a_boundary_finalizes_every_past_month_and_leaves_this_one_op
 
         assert run_checks(s) == []
     assert f"{current} open as a draft" in summary
+
+
+def test_seeding_for_another_moment_closes_the_months_before_that_moment(app):
+    """seed(now=...) means that moment everywhere, the invoices it finalizes included, not the clock's."""
+    moment = datetime(2028, 1, 1, 9, 30, tzinfo=timezone.utc)  # months after the frozen clock's NOON
+    summary = seed(records=300, days=40, now=moment, progress=False)
+    with db.session_scope() as s:
+        finalized = set(s.scalars(select(Invoice.period).where(Invoice.status == "finalized")))
+        assert finalized == set(s.scalars(select(UsageRecord.billing_period))) - {f"{moment:%Y-%m}"} != set()
+        assert {i.finalized_at for i in s.scalars(select(Invoice))} == {moment}
+    assert f"{moment:%Y-%m} open as a draft" in summary
 
 
 def test_demo_refuses_a_database_holding_other_organizations(app, org):

@@ -278,13 +278,16 @@ def draft_totals(session: Session, org_id: int) -> dict[str, Decimal]:
 
 # -- finalizing and voiding ------------------------------------------------------------------
 def finalize(session: Session, org_id: int, period: str, user_id: int | None = None,
-             allow_open: bool = False) -> Invoice:
-    """Close the period: gapless number, stored totals and lines, immutable from here on."""
+             allow_open: bool = False, now: datetime | None = None) -> Invoice:
+    """Close the period: gapless number, stored totals and lines, immutable from here on.
+
+    `now` (default: the clock) decides which periods have ended, the number's year and finalized_at.
+    """
     try:
         parse_period(period)
     except PeriodError as exc:
         raise InvoiceError(str(exc)) from None
-    now = utcnow()
+    now = now or utcnow()
     if period > current_period(now):
         raise InvoiceError(f"period {period} has not started yet")
     if period == current_period(now) and not allow_open:
