@@ -239,7 +239,7 @@ def test_serve_runs_gunicorn_that_answers_healthz(cli_db, tmp_path):
             try:
                 answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or a worker still booting
                 time.sleep(0.1)
         assert answer is not None, server.communicate(timeout=10)[0]
         assert answer.status_code == 200 and answer.json()["status"] == "ok"

@@ -39,7 +39,7 @@ def served(tmp_path, fake_openai):
         try:
             if requests.get(base + "/healthz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a worker still booting
             time.sleep(0.1)
     assert server.poll() is None, server.communicate(timeout=10)[0]
     yield base, key, url, server
