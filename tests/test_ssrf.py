@@ -26,13 +26,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
+from app import create_app
 from app.gateway import outbound
-from app.gateway.errors import InvalidRequest
+from app.gateway.errors import ConfigurationError, InvalidRequest
 from app.gateway.providers import REGISTRY
 from app.gateway.providers.base import Credentials
 from app.gateway.schema import parse_chat_request
 from app.validation import TextRejected
 from simulators.openai import FakeOpenAI
+from tests.conftest import base_config
 from tests.helpers import chat
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -510,3 +512,20 @@ class TestPinnedConnection:
         assert server_names == ["myres.openai.azure.com"]
         assert sent.path == "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21"
         assert sent.headers["api-key"] == "az-key"
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("GATEWAY_AZURE_ALLOWED_PORTS", "443,https"), ("GATEWAY_AZURE_ALLOWED_PORTS", "0"),
+    ("GATEWAY_AZURE_ALLOWED_PORTS", "70000"), ("GATEWAY_AZURE_ALLOWED_HOSTS", "*.openai..azure.com"),
+    ("GATEWAY_AZURE_ALLOWED_HOSTS", "*.openai.azure.com,127.0.0.1"), ("GATEWAY_ALLOW_PRIVATE_UPSTREAMS", "maybe"),
+])
+def test_an_unusable_outbound_setting_stops_the_app_naming_it(database_url, setting, value):
+    with pytest.raises(ConfigurationError) as info:
+        create_app(base_config(database_url, **{setting: value}))
+    assert str(info.value).startswith(setting)
+
+
+def test_the_default_resolver_asks_the_system_once_and_returns_each_address_once():
+    addresses = outbound.resolve("localhost", 443)
+    assert addresses and len(addresses) == len(set(addresses))
+    assert all(ipaddress.ip_address(a).is_loopback for a in addresses)
