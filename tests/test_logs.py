@@ -154,8 +154,9 @@ def app_config(app_config, _vertex_server):
 
 def test_debug_logs_carry_no_azure_deployment_or_api_version_nor_vertex_project(app, client, gateway_key,
                                                                                 _vertex_server):
-    deployment, version, project = "dep" + secrets.token_hex(8), "2024-10-21-" + secrets.token_hex(6), \
-        "proj" + secrets.token_hex(8)
+    # An API version must look like one (YYYY-MM-DD[-preview]); a random far-future date is still a canary.
+    version = f"{2100 + secrets.randbelow(800)}-{1 + secrets.randbelow(12):02d}-{1 + secrets.randbelow(28):02d}-preview"
+    deployment, project = "dep" + secrets.token_hex(8), "proj" + secrets.token_hex(8)
     token = "ya29." + secrets.token_urlsafe(30)
     _vertex_server.accept_token(token)
     with LogCapture() as captured:

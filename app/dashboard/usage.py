@@ -85,10 +85,11 @@ def parse_filters(args, today: date) -> tuple[rollups.UsageFilter, dict[str, str
         raw = (args.get(name) or "").strip()
         if not raw:
             continue
-        try:
-            given[name] = date.fromisoformat(raw)
-        except ValueError:
+        value = params.day(raw)
+        if value is None:
             errors[name] = f"'{raw[:20]}' is not a date (YYYY-MM-DD)"
+        else:
+            given[name] = value
     # Without a start, the 30 days that end on the end date (today by default), both days included.
     end = given.get("end", today)
     start = given.get("start", end - timedelta(days=DEFAULT_DAYS - 1))
