@@ -3,7 +3,7 @@
 #   make test   the test suite on SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set
 #
 # Options: make demo DEMO_ARGS="--reset --port 9000"
-#          make test DB=sqlite|postgres|all PYTEST_ARGS="-x -k fallback"
+#          make test DB=sqlite|postgres|all PYTEST_ARGS="-x -k fallback" PYTEST_WORKERS=1
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,6 +13,8 @@ STAMP := $(VENV)/.keyway-installed
 DB ?= all
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Parallel test processes (pytest-xdist); each gets its own SQLite files and PostgreSQL database.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test install
 
@@ -33,7 +35,7 @@ test: $(STAMP)
 	@set -u; \
 	run() { \
 		echo "==> pytest on $$1"; \
-		$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+		$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "==> pytest on $$1 collected no tests: counted as a failure"; fi; \
 		if [ $$rc -ne 0 ]; then echo "==> pytest on $$1 FAILED (exit code $$rc)"; exit $$rc; fi; \
 		echo "==> pytest on $$1 passed"; \

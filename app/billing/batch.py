@@ -97,15 +97,15 @@ def _period_keys(events: list[UsageEvent]) -> dict[tuple[int, int, int], Any]:
 
 
 def _settle(session: Session, events: list[UsageEvent]) -> dict[str, Any]:
-    by_org: dict[int, list[tuple[str, Any, Any]]] = defaultdict(list)
+    by_org: dict[int, list[UsageEvent]] = defaultdict(list)
     for e in events:
         if e.reserved > 0 or e.charge > 0:
-            by_org[e.org_id].append((e.request_id, e.reserved, e.charge))
+            by_org[e.org_id].append(e)
     charged: dict[str, Any] = {}
     for org_id in sorted(by_org):
         items = by_org[org_id]
-        for (request_id, _, _), amount in zip(items, ledger.settle_many(session, org_id, items)):
-            charged[request_id] = amount
+        for e, amount in zip(items, ledger.settle_events(session, org_id, items)):
+            charged[e.request_id] = amount
     return charged
 
 

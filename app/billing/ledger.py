@@ -170,6 +170,14 @@ def settle_many(session: Session, org_id: int, items: list[tuple[str, Decimal, D
     return charged
 
 
+def settle_events(session: Session, org_id: int, events: list) -> list[Decimal]:
+    """Settle the credit holds of one organization's usage events, in order: the recorder's one call into the ledger.
+
+    Returns what each event was actually charged (see settle_many for the capping rule).
+    """
+    return settle_many(session, org_id, [(e.request_id, e.reserved, e.charge) for e in events])
+
+
 def open_holds(session: Session, org_id: int, request_ids: list[str]) -> set[str]:
     """The request ids whose reservation is on the ledger and not yet released.
 
